@@ -1,0 +1,1 @@
+"""WGAN-GP in JAX: pure Wasserstein losses, Flax models and a compiled, sharded training step."""
