@@ -103,6 +103,18 @@ def center_crop_box(width: int, height: int, *, crop: float) -> tuple[int, int, 
   return (left, top, left + side, top + side)
 
 
+def check_large_enough(width: int, height: int, preprocessing: Preprocessing, *, name: str) -> tuple[int, int, int, int]:
+  """Returns the center crop box of a `width` x `height` image, or raises `ImageTooSmallError` (see `MAX_UPSCALE`)."""
+  box = center_crop_box(width, height, crop=preprocessing.crop)
+  crop_side = box[2] - box[0]
+  if crop_side * MAX_UPSCALE < preprocessing.resolution:
+    raise ImageTooSmallError(
+        f"{name}: image is too small ({width}x{height}): its {crop_side}x{crop_side} center crop"
+        f" (crop={preprocessing.crop:.4g} of the shorter side) would need more than {MAX_UPSCALE:g}x upscaling to"
+        f" reach {preprocessing.resolution}x{preprocessing.resolution}")
+  return box
+
+
 def decode_image(data: bytes, *, name: str) -> Image.Image:
   """Decodes an encoded image completely (so truncation shows up here, not later) or raises `ImageFileError`."""
   if not data:
@@ -131,13 +143,7 @@ def preprocess_image(image: Image.Image, preprocessing: Preprocessing, *, name: 
                                 " as 8-bit greyscale or RGB")
   image = ImageOps.exif_transpose(image)
   image = image.convert("RGB" if preprocessing.channels == 3 else "L")
-  box = center_crop_box(image.width, image.height, crop=preprocessing.crop)
-  crop_side = box[2] - box[0]
-  if crop_side * MAX_UPSCALE < preprocessing.resolution:
-    raise ImageTooSmallError(
-        f"{name}: image is too small ({image.width}x{image.height}): its {crop_side}x{crop_side} center crop"
-        f" (crop={preprocessing.crop:.4g} of the shorter side) would need more than {MAX_UPSCALE:g}x upscaling to"
-        f" reach {preprocessing.resolution}x{preprocessing.resolution}")
+  box = check_large_enough(image.width, image.height, preprocessing, name=name)
   size = (preprocessing.resolution, preprocessing.resolution)
   pixels = np.asarray(image.resize(size, resample=Image.Resampling.BICUBIC, box=box), dtype=np.uint8)
   return pixels.reshape(preprocessing.shape)

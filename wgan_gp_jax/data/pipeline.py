@@ -77,7 +77,7 @@ def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.P
     # Stored already preprocessed (see prepare.py): nothing to do at read time but check the shape.
     return builder.as_data_source(split=split), _ToImage(preprocessing, stored_preprocessed=True, description=str(prepared.directory))
   try:
-    data_source = tfds.data_source(config.dataset, split=split, data_dir=config.data_dir)
+    data_source = tfds.data_source(config.dataset, split=split, data_dir=config.data_dir, download=False)
   except Exception as error:
     raise ValueError(
         f"cannot read TFDS dataset {config.dataset!r} (split {split!r}) from data_dir {config.data_dir!r} without"
@@ -87,21 +87,10 @@ def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.P
   features = data_source.dataset_info.features
   if IMAGE_KEY not in features:
     raise ValueError(f"TFDS dataset {config.dataset!r} has no {IMAGE_KEY!r} feature (features: {list(features)})")
-  _check_static_image_shape(features[IMAGE_KEY].shape, preprocessing, description=config.dataset)
+  height, width = features[IMAGE_KEY].shape[:2]
+  if height is not None and width is not None:  # Refuse at start-up, not mid-run, images too small for the crop.
+    images.check_large_enough(width, height, preprocessing, name=f"TFDS dataset {config.dataset}")
   return data_source, _ToImage(preprocessing, stored_preprocessed=False, description=config.dataset)
-
-
-def _check_static_image_shape(shape: Sequence[int | None], preprocessing: images.Preprocessing, *,
-                              description: str) -> None:
-  """Refuses at start-up, not mid-run, a dataset whose fixed image size is too small for the crop and resolution."""
-  height, width = shape[0], shape[1]
-  if height is None or width is None:
-    return
-  left, top, right, _ = images.center_crop_box(width, height, crop=preprocessing.crop)
-  if (right - left) * images.MAX_UPSCALE < preprocessing.resolution:
-    raise ValueError(f"{description}: its {width}x{height} images are too small for resolution"
-                     f" {preprocessing.resolution} with crop {preprocessing.crop:.4g} (more than"
-                     f" {images.MAX_UPSCALE:g}x upscaling)")
 
 
 class _ToImage:
@@ -139,8 +128,8 @@ def _scale_and_split(batch: np.ndarray, *, n_critic: int) -> np.ndarray:
 def to_global(local_batch: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
   """Assembles every process's `local_batch` into one global array laid out by `sharding`.
 
-  With `NamedSharding(mesh, P(None, "data"))` the batch axis (axis 1) is split over the mesh's "data" axis, and the
-  global batch is the concatenation of the processes' local batches in process order.
+  With `NamedSharding(mesh, P(None, "data"))` the batch axis (axis 1) is split over the mesh's "data" axis: the global
+  batch is the processes' local batches side by side, in the order of their devices on that axis.
   """
   return jax.make_array_from_process_local_data(sharding, local_batch)
 

@@ -156,7 +156,7 @@ def _write_prepared(source: images.ImageSource, preprocessing: images.Preprocess
       "files": len(source.names),
       "images_written": num_written,
       "skipped": {category: len(messages) for category, messages in sorted(skipped.items())},
-      "skipped_files": dict(sorted(skipped.items())),
+      "skipped_files": {category: sorted(messages) for category, messages in sorted(skipped.items())},
       "preprocessing": preprocessing.to_json(),
   }
   if num_written == 0:
@@ -178,11 +178,15 @@ def write_array_record_dataset(directory: str | os.PathLike[str], *, dataset_nam
                                examples_per_shard: int, split: str = SPLIT, description: str = "") -> int:
   """Writes `examples` as the `split` of a TFDS dataset in array_record format into `directory`; returns their count.
 
+  The dataset's version is the name of `directory` when that is a version (TFDS's `<name>/[<config>/]<version>`
+  layout), else 1.0.0.
+
   No TensorFlow: examples are serialized by `features` (TFDS's own tf.Example protos), written by TFDS's array_record
   file adapter, and described by `tfds.folder_dataset.write_metadata`, after which `tfds.builder_from_directory`
   (or `tfds.data_source` with the right data_dir) reads it like any downloaded TFDS dataset.
   """
   directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
   adapter = file_adapters.ADAPTER_FOR_FORMAT[file_adapters.FileFormat.ARRAY_RECORD]
   example_iterator = iter(examples)
   shard_lengths: list[int] = []
@@ -201,7 +205,7 @@ def write_array_record_dataset(directory: str | os.PathLike[str], *, dataset_nam
     split_info = tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes,
                                      filename_template=None)
     tfds.folder_dataset.write_metadata(data_dir=directory, features=features, split_infos=[split_info],
-                                       version=PREPARED_VERSION, check_data=False, description=description)
+                                       check_data=False, description=description)
   return sum(shard_lengths)
 
 
