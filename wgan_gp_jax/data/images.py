@@ -103,7 +103,8 @@ def center_crop_box(width: int, height: int, *, crop: float) -> tuple[int, int, 
   return (left, top, left + side, top + side)
 
 
-def check_large_enough(width: int, height: int, preprocessing: Preprocessing, *, name: str) -> tuple[int, int, int, int]:
+def check_large_enough(width: int, height: int, preprocessing: Preprocessing, *,
+                       name: str) -> tuple[int, int, int, int]:
   """Returns the center crop box of a `width` x `height` image, or raises `ImageTooSmallError` (see `MAX_UPSCALE`)."""
   box = center_crop_box(width, height, crop=preprocessing.crop)
   crop_side = box[2] - box[0]

@@ -68,17 +68,18 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
 
 
 def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.Preprocessing, *,
-                      split: str) -> tuple[Sequence[Mapping[str, Any]], "_ToImage"]:
+                      split: str) -> tuple[Sequence[Mapping[str, Any]], _ToImage]:
   if config.image_folder:
     prepared = prepare.prepare_image_folder(config.image_folder, resolution=preprocessing.resolution,
                                             crop=preprocessing.crop, channels=preprocessing.channels,
                                             data_dir=config.data_dir)
     builder = tfds.builder_from_directory(os.fspath(prepared.directory))
     # Stored already preprocessed (see prepare.py): nothing to do at read time but check the shape.
-    return builder.as_data_source(split=split), _ToImage(preprocessing, stored_preprocessed=True, description=str(prepared.directory))
+    to_image = _ToImage(preprocessing, stored_preprocessed=True, description=str(prepared.directory))
+    return builder.as_data_source(split=split), to_image
   try:
     data_source = tfds.data_source(config.dataset, split=split, data_dir=config.data_dir, download=False)
-  except Exception as error:
+  except Exception as error:  # TFDS raises many types here (not found, not array_record, bad version...).
     raise ValueError(
         f"cannot read TFDS dataset {config.dataset!r} (split {split!r}) from data_dir {config.data_dir!r} without"
         f" TensorFlow: it must be prepared there in array_record format (e.g. `tfds build {config.dataset}"
@@ -114,7 +115,8 @@ class _ToImage:
 def _random_horizontal_flips(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """Flips each image of a uint8 (N, H, W, C) batch left-right with probability 1/2 (one generator per batch)."""
   flip = rng.random(len(batch)) < 0.5
-  return np.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
+  batch[flip] = batch[flip, :, ::-1]  # In place: the batch was just stacked for this item alone.
+  return batch
 
 
 def _scale_and_split(batch: np.ndarray, *, n_critic: int) -> np.ndarray:
