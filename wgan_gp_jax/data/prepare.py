@@ -49,7 +49,7 @@ PREPARED_VERSION = "1.0.0"
 SPLIT = "train"
 WRITE_ORDER_SEED = 0
 REPORT_FILENAME = "preparation_report.json"
-_SHARD_BYTES = 256 * 2**20
+_SHARD_BYTES = 64 * 2**20  # Examples are buffered per shard while writing.
 _INCOMPLETE_PREFIX = "incomplete."
 
 
