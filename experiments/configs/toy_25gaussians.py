@@ -1,0 +1,8 @@
+"""The paper's toy experiment on the 25gaussians distribution (Figure 1)."""
+
+from experiments.configs import common
+
+
+def get_config():
+  config = common.toy_config("25gaussians")
+  return config

@@ -1,0 +1,136 @@
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import common
+from wgan_gp_jax import experiment, toy_data
+from wgan_gp_jax import train as train_lib
+from wgan_gp_jax.models import build_models
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_toy_config(**overrides):
+  config = common.toy_config("8gaussians")
+  config.width = 64
+  config.batch_size = 64
+  config.learning_rate = 1e-3
+  config.num_steps = 20
+  config.log_every = 10
+  config.figure_every = 10**6
+  config.checkpoint_every = 10
+  config.update(overrides)
+  return config
+
+
+def _mean_distance_to_modes(samples: np.ndarray) -> float:
+  centres = toy_data.MIXTURES["8gaussians"].centres
+  return float(np.linalg.norm(samples[:, None] - centres[None], axis=-1).min(axis=1).mean())
+
+
+def test_state_is_one_pytree_with_everything_a_run_needs():
+  config = tiny_toy_config()
+  state = train_lib.init_state(config, build_models(config))
+  assert set(vars(state)) == {"step", "key", "generator_params", "generator_batch_stats", "critic_params",
+                              "generator_opt_state", "critic_opt_state"}
+  assert state.key.dtype == np.uint32 and int(state.step) == 0
+
+
+def test_short_toy_run_learns(tmp_path):
+  config = tiny_toy_config(num_steps=500, checkpoint_every=500, log_every=250, learning_rate=2e-3, linear_decay=True)
+  untrained = experiment.Run(config, build_models(config), train_lib.init_state(config, build_models(config)))
+  before = _mean_distance_to_modes(untrained.sample(1000, seed=5))
+  run = experiment.train_and_evaluate(config, tmp_path)
+  after = _mean_distance_to_modes(run.sample(1000, seed=5))
+  assert after < 0.4 * before, (before, after)
+  assert (tmp_path / "metrics.jsonl").read_text().count("wasserstein_estimate") == 2
+
+
+def test_same_seed_gives_bit_identical_samples_and_resume_is_exact(tmp_path):
+  runs = [experiment.train_and_evaluate(tiny_toy_config(), tmp_path / name) for name in ("a", "b")]
+  first, second = (run.sample(256, seed=1) for run in runs)
+  np.testing.assert_array_equal(first, second)
+  # Ten steps, stop, then resume to twenty in the same work directory.
+  experiment.train_and_evaluate(tiny_toy_config(num_steps=10), tmp_path / "resumed")
+  resumed = experiment.train_and_evaluate(tiny_toy_config(), tmp_path / "resumed")
+  np.testing.assert_array_equal(resumed.sample(256, seed=1), first)
+  other_seed = experiment.train_and_evaluate(tiny_toy_config(seed=1), tmp_path / "c")
+  assert not np.array_equal(other_seed.sample(256, seed=1), first)
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, numpy as np
+    from experiments.configs import common
+    from wgan_gp_jax import train as train_lib
+    from wgan_gp_jax.models import build_models
+
+    assert jax.device_count() == 8
+    toy = common.toy_config("25gaussians")
+    toy.update(width=32, batch_size=16)
+    image = common.base_config()
+    image.update(kind="image", model="dcgan", width=8, resolution=16, channels=3, batch_size=16, n_critic=2)
+    resnet = common.base_config()
+    resnet.update(kind="image", model="resnet", width=8, resolution=16, channels=1, batch_size=8, n_critic=2)
+    for config in (toy, image, resnet):
+      # Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are
+      # rounding noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders.
+      # SGD keeps the comparison about what sharding changes: the losses, gradients and batch statistics.
+      config.update(optimizer="sgd", learning_rate=1e-2)
+      models = build_models(config)
+      real = np.random.default_rng(0).uniform(-1, 1, (config.n_critic, config.batch_size) + models.sample_shape)
+      results = []
+      for devices in (1, 8):
+        mesh = train_lib.make_mesh(devices)
+        state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(mesh))
+        iteration = train_lib.compile_train_iteration(config, models, mesh)
+        batch = jax.device_put(real.astype(np.float32), train_lib.iteration_data_sharding(mesh))
+        for _ in range(2):
+          state, metrics = iteration(state, batch)
+        assert len(batch.sharding.device_set) == devices
+        results.append(jax.device_get((state, metrics)))
+      (one, one_metrics), (eight, eight_metrics) = results
+      for a, b in zip(jax.tree.leaves((one, one_metrics)), jax.tree.leaves((eight, eight_metrics))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+      print(config.model, "equal on 1 and 8 devices")
+""")
+
+
+def test_iteration_on_eight_devices_equals_one_device():
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  result = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert result.stdout.count("equal on 1 and 8 devices") == 3
+
+
+def test_iteration_checks_the_number_of_critic_batches():
+  config = tiny_toy_config()
+  models = build_models(config)
+  iteration = train_lib.make_train_iteration(config, models)
+  with pytest.raises(ValueError, match="n_critic=5"):
+    iteration(train_lib.init_state(config, models), np.zeros((4, 64, 2), np.float32))
+
+
+def test_train_and_sample_commands(tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  workdir = tmp_path / "run"
+  subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/toy_swissroll.py",
+       f"--workdir={workdir}", "--config.num_steps=4", "--config.width=16", "--config.figure_every=4"],
+      cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+  assert (workdir / "figures" / "step_000004.png").is_file()
+  for out in ("s.npz", "s.png"):
+    subprocess.run(
+        [sys.executable, "-m", "experiments.sample", f"--workdir={workdir}", "--num=50", "--seed=3",
+         f"--out={tmp_path / out}"], cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+  samples = np.load(tmp_path / "s.npz")["samples"]
+  assert samples.shape == (50, 2) and samples.dtype == np.float32
+  assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,56 @@
+"""DCGAN-style generator and critic at 32, 64 or 128 pixels (the paper's ``gan_64x64.py`` DCGAN).
+
+Generator: linear -> 4x4 -> transposed convolutions (kernel 5, stride 2) with batch
+norm + ReLU, tanh out. Critic: strided convolutions (kernel 5, stride 2) with
+LeakyReLU(0.2), no batch norm (optional layer norm over C, H, W as in the paper's
+code), linear out.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wgan_gp_jax.models.layers import Conv, ConvTranspose
+
+
+def num_resolution_doublings(resolution: int) -> int:
+  """How many stride-2 layers lie between 4x4 and ``resolution``."""
+  doublings = int(round(math.log2(resolution / 4))) if resolution >= 8 else 0
+  if resolution < 8 or 4 * 2**doublings != resolution:
+    raise ValueError(f"resolution must be 4 * 2^k with k >= 1 (8, 16, 32, 64, 128, ...), got {resolution}.")
+  return doublings
+
+
+class DCGANGenerator(nn.Module):
+  resolution: int = 64
+  channels: int = 3
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+    doublings = num_resolution_doublings(self.resolution)
+    features = self.width * 2 ** (doublings - 1)
+    x = nn.Dense(4 * 4 * features)(z).reshape(z.shape[0], 4, 4, features)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    for i in range(doublings - 1):
+      x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2))(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = ConvTranspose(self.channels, (5, 5), strides=(2, 2))(x)
+    return jnp.tanh(x)
+
+
+class DCGANCritic(nn.Module):
+  width: int = 64
+  layer_norm: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    doublings = num_resolution_doublings(x.shape[1])
+    for i in range(doublings):
+      x = Conv(self.width * 2**i, (5, 5), strides=(2, 2))(x)
+      if self.layer_norm and i > 0:
+        x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
+      x = nn.leaky_relu(x, 0.2)
+    return nn.Dense(1)(x.reshape(x.shape[0], -1))[:, 0]

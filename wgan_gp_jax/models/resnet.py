@@ -1,0 +1,94 @@
+"""The paper's CIFAR-10 ResNet generator and critic (``gan_cifar_resnet.py``, unsupervised).
+
+Generator: linear -> 4x4x``width`` -> three upsampling residual blocks (batch
+norm, ReLU, 3x3 convolutions) -> batch norm, ReLU, 3x3 convolution, tanh.
+Critic, without normalisation: an optimised first residual block that halves the
+resolution, one downsampling block, two plain blocks, ReLU, global mean pool,
+linear. Upsampling is nearest-neighbour, downsampling a 2x2 mean pool, as in the
+paper's code.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wgan_gp_jax.models.dcgan import num_resolution_doublings
+from wgan_gp_jax.models.layers import Conv
+
+
+def _upsample(x: jax.Array) -> jax.Array:
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _mean_pool(x: jax.Array) -> jax.Array:
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+class GeneratorBlock(nn.Module):
+  """Pre-activation residual block that doubles the resolution."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    shortcut = Conv(self.features, (1, 1))(_upsample(x))
+    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    y = Conv(self.features, (3, 3))(_upsample(y))
+    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
+    y = Conv(self.features, (3, 3))(y)
+    return shortcut + y
+
+
+class CriticBlock(nn.Module):
+  """Pre-activation residual block without normalisation; ``downsample`` halves the resolution."""
+  features: int
+  downsample: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.downsample:
+      shortcut = _mean_pool(Conv(self.features, (1, 1))(x))
+    elif x.shape[-1] != self.features:
+      shortcut = Conv(self.features, (1, 1))(x)
+    else:
+      shortcut = x
+    y = Conv(x.shape[-1], (3, 3))(nn.relu(x))
+    y = Conv(self.features, (3, 3))(nn.relu(y))
+    if self.downsample:
+      y = _mean_pool(y)
+    return shortcut + y
+
+
+class ResNetGenerator(nn.Module):
+  resolution: int = 32
+  channels: int = 3
+  width: int = 128
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+    x = nn.Dense(4 * 4 * self.width)(z).reshape(z.shape[0], 4, 4, self.width)
+    for _ in range(num_resolution_doublings(self.resolution)):
+      x = GeneratorBlock(self.width)(x, train)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    return jnp.tanh(Conv(self.channels, (3, 3))(x))
+
+
+class ResNetCritic(nn.Module):
+  width: int = 128
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    downsamplings = num_resolution_doublings(x.shape[1]) - 1  # stop at 8x8, as at 32 pixels
+    if downsamplings < 1:
+      raise ValueError(f"ResNetCritic needs inputs of at least 16x16, got {x.shape[1:3]}.")
+    # The optimised first block: convolutions on the raw image, then pooling.
+    shortcut = Conv(self.width, (1, 1))(_mean_pool(x))
+    y = Conv(self.width, (3, 3))(x)
+    y = _mean_pool(Conv(self.width, (3, 3))(nn.relu(y)))
+    x = shortcut + y
+    for _ in range(downsamplings - 1):
+      x = CriticBlock(self.width, downsample=True)(x)
+    x = CriticBlock(self.width, downsample=False)(x)
+    x = CriticBlock(self.width, downsample=False)(x)
+    x = jnp.mean(nn.relu(x), axis=(1, 2))
+    return nn.Dense(1)(x)[:, 0]

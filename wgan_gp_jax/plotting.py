@@ -1,0 +1,74 @@
+"""Pictures: the paper's Figure 1 for toy runs, and image grids."""
+
+import pathlib
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def toy_figure(
+    path: str | pathlib.Path,
+    *,
+    real: np.ndarray,
+    generated: np.ndarray,
+    critic: Callable[[np.ndarray], np.ndarray],
+    title: str = "",
+    extent: float = 2.0,
+    grid_points: int = 128,
+) -> None:
+  """Real points, generated points and the critic's contours, as in Gulrajani et al. (2017), Figure 1."""
+  axis = np.linspace(-extent, extent, grid_points, dtype=np.float32)
+  xx, yy = np.meshgrid(axis, axis)
+  scores = np.asarray(critic(np.stack([xx.ravel(), yy.ravel()], axis=1))).reshape(xx.shape)
+  fig, ax = plt.subplots(figsize=(6, 6))
+  contours = ax.contour(xx, yy, scores, levels=20, cmap="viridis", linewidths=0.8)
+  fig.colorbar(contours, ax=ax, shrink=0.8, label="critic score")
+  ax.scatter(real[:, 0], real[:, 1], c="orange", marker="+", s=12, label="real")
+  ax.scatter(generated[:, 0], generated[:, 1], c="green", marker="+", s=12, label="generated")
+  ax.set_xlim(-extent, extent)
+  ax.set_ylim(-extent, extent)
+  ax.set_aspect("equal")
+  ax.legend(loc="upper right")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def image_grid(images: np.ndarray, *, columns: int | None = None, padding: int = 2) -> np.ndarray:
+  """Tiles uint8 images ``(N, H, W, C)`` into one uint8 picture ``(rows*(H+p)+p, cols*(W+p)+p, C)``."""
+  if images.ndim != 4 or images.dtype != np.uint8:
+    raise ValueError(f"images must be uint8 of shape (N, H, W, C), got {images.dtype} {images.shape}.")
+  n, h, w, c = images.shape
+  columns = columns or int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / columns))
+  grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, np.uint8)
+  for index, image in enumerate(images):
+    r, col = divmod(index, columns)
+    top, left = padding + r * (h + padding), padding + col * (w + padding)
+    grid[top:top + h, left:left + w] = image
+  return grid
+
+
+def save_image_grid(path: str | pathlib.Path, images: np.ndarray, *, columns: int | None = None, scale: int = 1) -> None:
+  grid = image_grid(images, columns=columns)
+  picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  if scale > 1:
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+  picture.save(path)
+
+
+def save_scatter(path: str | pathlib.Path, points: np.ndarray, *, extent: float = 2.0) -> None:
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.scatter(points[:, 0], points[:, 1], c="green", marker="+", s=12)
+  ax.set_xlim(-extent, extent)
+  ax.set_ylim(-extent, extent)
+  ax.set_aspect("equal")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
