@@ -352,6 +352,7 @@ def save_params(params: InceptionParams, path: str | os.PathLike) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
     np.savez(f, **params.flat)
+  os.chmod(f.name, 0o644)
   os.replace(f.name, path)
 
 

@@ -1,0 +1,113 @@
+"""Every image metric of one generated set against one real set, and the cheap metric for training.
+
+:func:`evaluate_images` computes any of ``fid``, ``kid``, ``pr`` (precision/recall), ``is``
+(Inception Score, with pytorch-fid's weights) and ``swd`` and records how long each part took;
+:func:`quick_image_metric` is the weight-free SWD on a few hundred images that a training loop can
+afford every K steps (toy runs use :func:`wgan_gp_jax.metrics.toy.toy_metrics`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from wgan_gp_jax.metrics import fid as fid_lib
+from wgan_gp_jax.metrics import inception
+from wgan_gp_jax.metrics import inception_score as is_lib
+from wgan_gp_jax.metrics import kid as kid_lib
+from wgan_gp_jax.metrics import precision_recall as pr_lib
+from wgan_gp_jax.metrics import swd as swd_lib
+from wgan_gp_jax.metrics.reference import ReferenceFeatures
+
+__all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric"]
+
+IMAGE_METRICS = ("fid", "kid", "pr", "is", "swd")
+INCEPTION_METRICS = ("fid", "kid", "pr", "is")
+
+
+def evaluate_images(
+    fake: np.ndarray, *, metrics: Sequence[str], real_pixels: np.ndarray | None = None,
+    real_features: ReferenceFeatures | None = None,
+    params: inception.InceptionParams | None = None, preprocessing: str = "pytorch_fid",
+    batch_size: int = 50, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
+) -> dict:
+  """Image metrics of generated ``fake`` uint8 ``(N, H, W, C)`` images against real ones.
+
+  Args:
+    fake: generated images.
+    metrics: names from :data:`IMAGE_METRICS`.
+    real_pixels: real images at the same resolution (needed by ``swd``; the first ``N`` are used).
+    real_features: cached Inception features of the real set (needed by ``fid``, ``kid``, ``pr``).
+    params: FID Inception weights (needed by the Inception metrics).
+    preprocessing, batch_size: as :func:`inception.inception_features`.
+    kid_subsets, kid_subset_size: as :func:`kid_lib.kernel_inception_distance`.
+    seed: seed of the KID subsets and the SWD projections.
+
+  Returns:
+    A flat dict of metric values plus ``"timings"`` (seconds per part) and ``"num_fake"``.
+
+  Raises:
+    ValueError: on an unknown metric or a missing input that a requested metric needs.
+  """
+  unknown = sorted(set(metrics) - set(IMAGE_METRICS))
+  if unknown:
+    raise ValueError(f"unknown metrics {unknown}; choose from {IMAGE_METRICS}")
+  fake = np.asarray(fake)
+  out: dict = {"num_fake": int(len(fake)), "timings": {}}
+  needs_features = [m for m in metrics if m in INCEPTION_METRICS]
+  if needs_features:
+    if params is None:
+      raise ValueError(f"metrics {needs_features} need the Inception params")
+    if real_features is None and any(m != "is" for m in needs_features):
+      raise ValueError(f"metrics {needs_features} need the real set's Inception features")
+    start = time.perf_counter()
+    feats = inception.inception_features(
+      fake, params=params, batch_size=batch_size, preprocessing=preprocessing,
+      with_logits="is" in metrics)
+    seconds = time.perf_counter() - start
+    out["timings"]["inception_features"] = seconds
+    out["inception_images_per_second"] = len(fake) / seconds
+  if "fid" in metrics:
+    start = time.perf_counter()
+    mu, sigma = fid_lib.gaussian_statistics(feats["pool3"])
+    out["fid"] = fid_lib.frechet_distance(mu, sigma, real_features.mu, real_features.sigma)
+    out["timings"]["fid"] = time.perf_counter() - start
+  if "kid" in metrics:
+    start = time.perf_counter()
+    out.update(kid_lib.kernel_inception_distance(
+      feats["pool3"], real_features.features, num_subsets=kid_subsets, subset_size=kid_subset_size,
+      seed=seed))
+    out["timings"]["kid"] = time.perf_counter() - start
+  if "pr" in metrics:
+    start = time.perf_counter()
+    real = real_features.features[:len(fake)]  # Equal set sizes, as Kynkäänniemi et al.
+    out.update(pr_lib.precision_recall(real, feats["pool3"]))
+    out["timings"]["pr"] = time.perf_counter() - start
+  if "is" in metrics:
+    out.update(is_lib.inception_score(feats["logits"]))
+  if "swd" in metrics:
+    if real_pixels is None or len(real_pixels) < len(fake):
+      raise ValueError(f"swd needs at least {len(fake)} real images at the same resolution")
+    start = time.perf_counter()
+    out.update(swd_lib.sliced_wasserstein_distance(real_pixels[:len(fake)], fake, seed=seed))
+    out["timings"]["swd"] = time.perf_counter() - start
+  return out
+
+
+def quick_image_metric(fake: np.ndarray, real: np.ndarray, *, seed: int = 0) -> dict:
+  """Cheap weight-free quality number for logging during training: SWD x 1e3 of ~256 images.
+
+  Uses 32 patches per image and level and 4 x 64 projections, so 256 32x32 images take about a
+  second on one CPU core. Compare values only between runs with the same ``len(fake)`` and ``seed``.
+
+  Args:
+    fake, real: uint8 ``(N, H, W, C)`` images of equal shape (e.g. 256 samples and a fixed batch of
+      256 real images).
+
+  Returns:
+    ``{"swd": mean over pyramid levels, "swd_levels": {resolution: value}}``.
+  """
+  return swd_lib.sliced_wasserstein_distance(
+    real, fake, descriptors_per_image=32, num_repeats=4, directions_per_repeat=64, seed=seed)

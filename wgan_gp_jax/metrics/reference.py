@@ -1,0 +1,136 @@
+"""Inception features of a real dataset, computed once and cached.
+
+The cache key is the dataset (folder name plus a digest of its file names and sizes), the split (a
+slice of the sorted usable images, ``"all"`` or ``"start:stop"``), the resolution, crop and channels
+the images are preprocessed to (exactly as for training, :mod:`wgan_gp_jax.data.images`), the
+Inception weights and the Inception preprocessing. The file is an ``.npz`` with the ``(N, 2048)``
+pool3 features (KID and precision/recall need them, not only the statistics), their float64 mean and
+covariance, and the key. It is written next to the data (``<folder>/../reference_stats/``) where that
+is writable, else under the cache folder (``<cache>/reference_stats/``); both are searched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+from absl import logging
+
+from wgan_gp_jax.data import images as images_lib
+from wgan_gp_jax.metrics import fid as fid_lib
+from wgan_gp_jax.metrics import inception
+
+__all__ = ["ReferenceFeatures", "parse_split", "load_reference_images", "reference_features"]
+
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceFeatures:
+  """Pool3 features of real images with their statistics and where they came from."""
+  features: np.ndarray
+  mu: np.ndarray
+  sigma: np.ndarray
+  key: dict
+  path: pathlib.Path
+  seconds: float  # Feature-extraction time when computed, 0.0 when read from the cache.
+
+
+def parse_split(split: str, total: int) -> slice:
+  """``"all"`` or ``"start:stop"`` (indices into the sorted usable images) as a slice.
+
+  Raises:
+    ValueError: on another form, or a range outside ``[0, total]`` or empty.
+  """
+  if split == "all":
+    return slice(0, total)
+  try:
+    start, stop = (int(v) for v in split.split(":"))
+  except ValueError:
+    raise ValueError(f"split must be 'all' or 'start:stop', got {split!r}") from None
+  if not 0 <= start < stop <= total:
+    raise ValueError(f"split {split!r} is not a non-empty range within the {total} images")
+  return slice(start, stop)
+
+
+def _dataset_id(folder: pathlib.Path) -> str:
+  names = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+  digest = hashlib.sha256()
+  for p in names:
+    digest.update(f"{p.relative_to(folder)}\0{p.stat().st_size}\n".encode())
+  dataset = folder.name if folder.name != "images" else folder.parent.name
+  return f"{dataset}-{len(names)}-{digest.hexdigest()[:12]}"
+
+
+def load_reference_images(folder: str | os.PathLike, *, split: str = "all", resolution: int,
+                          crop: float = images_lib.DEFAULT_FACE_CROP, channels: int = 3) -> np.ndarray:
+  """The split of a folder's images, preprocessed as for training: uint8 ``(N, res, res, C)``."""
+  stop = None if split == "all" else parse_split(split, 2**62).stop  # Read no further than needed.
+  loaded = images_lib.load_folder_images(folder, resolution=resolution, crop=crop, channels=channels,
+                                         limit=stop)
+  return loaded[parse_split(split, len(loaded))]
+
+
+def _candidates(folder: pathlib.Path, cache: str | os.PathLike | None, name: str) -> list[pathlib.Path]:
+  return [folder.parent / "reference_stats" / name,
+          inception.cache_dir(cache) / "reference_stats" / name]
+
+
+def _write(path: pathlib.Path, **arrays) -> bool:
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+      np.savez(f, **arrays)
+    os.chmod(f.name, 0o644)
+    os.replace(f.name, path)
+    return True
+  except OSError:
+    return False
+
+
+def reference_features(
+    folder: str | os.PathLike, *, params: inception.InceptionParams, resolution: int,
+    crop: float = images_lib.DEFAULT_FACE_CROP, channels: int = 3, split: str = "all",
+    preprocessing: str = "pytorch_fid", batch_size: int = 50,
+    cache: str | os.PathLike | None = None) -> ReferenceFeatures:
+  """Pool3 features and FID statistics of a folder of real images, from the cache or computed once.
+
+  Args:
+    folder: the image folder (or zip), read by :func:`wgan_gp_jax.data.images.load_folder_images`.
+    params: FID Inception weights (:func:`inception.load_inception`).
+    resolution, crop, channels: the training preprocessing of the images.
+    split: ``"all"`` or ``"start:stop"`` of the sorted usable images.
+    preprocessing: the Inception preprocessing (:data:`inception.PREPROCESSINGS`).
+    batch_size: images per compiled Inception call.
+    cache: the cache folder (:func:`inception.cache_dir`).
+  """
+  folder = pathlib.Path(folder).expanduser().resolve()
+  if not folder.exists():
+    raise ValueError(f"reference image folder not found: {folder}")
+  key = {"version": _CACHE_VERSION, "dataset": _dataset_id(folder), "split": split,
+         "resolution": resolution, "crop": round(float(crop), 6), "channels": channels,
+         "weights": pathlib.Path(params.source).name, "preprocessing": preprocessing}
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+  name = f"{key['dataset'].split('-')[0]}_{split.replace(':', '-')}_{resolution}px_{preprocessing}_{digest}.npz"
+  for path in _candidates(folder, cache, name):
+    if path.is_file():
+      with np.load(path) as data:
+        if json.loads(str(data["key"])) == key:
+          return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, 0.0)
+  pixels = load_reference_images(folder, split=split, resolution=resolution, crop=crop, channels=channels)
+  logging.info("computing Inception features of %d reference images from %s", len(pixels), folder)
+  start = time.perf_counter()
+  features = inception.inception_features(
+    pixels, params=params, batch_size=batch_size, preprocessing=preprocessing)["pool3"]
+  seconds = time.perf_counter() - start
+  mu, sigma = fid_lib.gaussian_statistics(features)
+  for path in _candidates(folder, cache, name):
+    if _write(path, features=features, mu=mu, sigma=sigma, key=json.dumps(key)):
+      return ReferenceFeatures(features, mu, sigma, key, path, seconds)
+  raise OSError(f"could not write reference features to any of {_candidates(folder, cache, name)}")
