@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from wgan_gp_jax import plotting, toy_data
+from wgan_gp_jax import data, plotting, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -59,6 +59,15 @@ def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Arra
   while True:
     yield sample(step)
     step += 1
+
+
+def _image_batches(config: ml_collections.ConfigDict, sharding, manager: ocp.CheckpointManager,
+                   latest: int | None) -> data.DevicePrefetcher:
+  """Real images for every iteration, prefetched to the devices, at the checkpoint's position in the data."""
+  batches = data.prefetch_to_device(data.make_train_iterator(config), sharding)
+  if latest is not None:
+    batches.set_state(manager.restore(latest, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data)
+  return batches
 
 
 def _finite_or_raise(metrics: dict[str, float], step: int) -> None:
@@ -174,16 +183,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     _write_config(workdir, config)
 
   start_step = int(state.step)
-  if config.kind != "toy":
-    raise NotImplementedError("image runs need the image input pipeline")
-  batches = _toy_batches(config, data_sharding, state.key, start_step)
+  if config.kind == "toy":
+    batches = _toy_batches(config, data_sharding, state.key, start_step)
+  else:
+    batches = _image_batches(config, data_sharding, manager, latest)
   iteration = train_lib.compile_train_iteration(config, models, mesh)
   fixed_latents = jax.random.normal(
       train_lib.stream_key(state.key, SAMPLE_STREAM, 0), (config.num_fixed_samples, models.latent_dim))
 
   def save(step: int, state: train_lib.TrainState) -> None:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())), force=True)
+    items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
+    if config.kind != "toy":
+      items["data"] = ocp.args.JsonSave(batches.get_state())
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   log_path = workdir / "metrics.jsonl"
   started = time.perf_counter()
