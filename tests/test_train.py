@@ -21,6 +21,7 @@ def tiny_toy_config(**overrides):
   config.width = 64
   config.batch_size = 64
   config.learning_rate = 1e-3
+  config.linear_decay = False  # so that a 10-step run resumed to 20 steps has the 20-step run's schedule
   config.num_steps = 20
   config.log_every = 10
   config.figure_every = 10**6
