@@ -125,7 +125,7 @@ def test_train_and_sample_commands(tmp_path):
   workdir = tmp_path / "run"
   subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/toy_swissroll.py",
-       f"--workdir={workdir}", "--config.num_steps=4", "--config.width=16", "--config.figure_every=4"],
+       f"--workdir={os.path.relpath(workdir, REPO_ROOT)}", "--config.num_steps=4", "--config.width=16", "--config.figure_every=4"],
       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
   assert (workdir / "figures" / "step_000004.png").is_file()
   for out in ("s.npz", "s.png"):

@@ -135,7 +135,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 def load_run(workdir: str | pathlib.Path) -> Run:
   """Loads the config and the latest checkpointed state of the run in ``workdir``."""
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
   config = load_config(workdir)
   models = build_models(config)
   mesh = train_lib.make_mesh(1)
@@ -164,7 +164,7 @@ def _write_pictures(run: Run, workdir: pathlib.Path, step: int, fixed_latents: j
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one."""
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   models = build_models(config)
   mesh = train_lib.make_mesh(config.num_devices)
