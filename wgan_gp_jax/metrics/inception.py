@@ -39,9 +39,11 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from typing import Iterable, Iterator, Mapping
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -523,6 +525,7 @@ def inception_features(
     raise ValueError(f"logits need pytorch-fid's weights with an fc layer; {params.source} has none")
   chunks = [images] if isinstance(images, np.ndarray) else images
   pools, logits = [], []
+  start, done = time.perf_counter(), 0
   for batch in _rebatch(chunks, batch_size):
     n = batch.shape[0]
     if n < batch_size:
@@ -532,6 +535,9 @@ def inception_features(
     pools.append(np.asarray(pool)[:n])
     if with_logits:
       logits.append(np.asarray(logit)[:n])
+    done += n
+    logging.log_every_n_seconds(logging.INFO, "Inception features: %d images, %.2f images/s", 60,
+                                done, done / (time.perf_counter() - start))
   out = {"pool3": np.concatenate(pools) if pools else np.zeros((0, FEATURE_DIM), np.float32)}
   if with_logits:
     out["logits"] = np.concatenate(logits) if logits else np.zeros((0, NUM_CLASSES), np.float32)

@@ -6,7 +6,8 @@ the images are preprocessed to (exactly as for training, :mod:`wgan_gp_jax.data.
 Inception weights and the Inception preprocessing. The file is an ``.npz`` with the ``(N, 2048)``
 pool3 features (KID and precision/recall need them, not only the statistics), their float64 mean and
 covariance, and the key. It is written next to the data (``<folder>/../reference_stats/``) where that
-is writable, else under the cache folder (``<cache>/reference_stats/``); both are searched.
+is writable (by its permission bits: read-only shared data stays untouched even for root), else
+under the cache folder (``<cache>/reference_stats/``); both are searched.
 """
 
 from __future__ import annotations
@@ -82,7 +83,20 @@ def _candidates(folder: pathlib.Path, cache: str | os.PathLike | None, name: str
           inception.cache_dir(cache) / "reference_stats" / name]
 
 
+def _writable(folder: pathlib.Path) -> bool:
+  """Whether ``folder`` (or its nearest existing ancestor) is meant to be written to.
+
+  Judged by its permission bits as well as ``os.access``: root may write into a folder marked
+  read-only (such as the shared data), and must not.
+  """
+  while not folder.exists():
+    folder = folder.parent
+  return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+
+
 def _write(path: pathlib.Path, **arrays) -> bool:
+  if not _writable(path.parent):
+    return False
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
