@@ -147,3 +147,14 @@ def test_cli_real_floor_with_swd_writes_json(shared_data, tmp_path):
   assert results["mode"] == "real_floor" and results["splits"] == ["0:32", "32:64"]
   assert results["swd"] > 0 and "fid" not in results
   assert "swd" in out.stdout
+
+
+def test_real_floor_caches_both_halves_and_reruns_without_the_network(image_folder, tmp_path, fake_inception):
+  kw = dict(metrics=["fid", "kid", "pr", "swd"], num_samples=32, resolution=16, crop=1.0,
+            reference=str(image_folder), cache=str(tmp_path / "cache"))
+  first = evaluate.real_floor(**kw)
+  assert fake_inception == [32, 32] and first["splits"] == ["0:32", "32:64"]
+  assert first["fid"] > 0 and 0 < first["precision"] <= 1 and first["inception_images_per_second"] > 0
+  again = evaluate.real_floor(**kw)
+  assert fake_inception == [32, 32]  # Both halves read back from the cache.
+  assert again["fid"] == first["fid"] and again["kid"] == first["kid"] and again["swd"] == first["swd"]

@@ -30,8 +30,9 @@ INCEPTION_METRICS = ("fid", "kid", "pr", "is")
 def evaluate_images(
     fake: np.ndarray, *, metrics: Sequence[str], real_pixels: np.ndarray | None = None,
     real_features: ReferenceFeatures | None = None,
-    params: inception.InceptionParams | None = None, preprocessing: str = "pytorch_fid",
-    batch_size: int = 50, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
+    params: inception.InceptionParams | None = None, fake_features: np.ndarray | None = None,
+    preprocessing: str = "pytorch_fid", batch_size: int = 50, kid_subsets: int = 100,
+    kid_subset_size: int = 1000, seed: int = 0,
 ) -> dict:
   """Image metrics of generated ``fake`` uint8 ``(N, H, W, C)`` images against real ones.
 
@@ -41,6 +42,8 @@ def evaluate_images(
     real_pixels: real images at the same resolution (needed by ``swd``; the first ``N`` are used).
     real_features: cached Inception features of the real set (needed by ``fid``, ``kid``, ``pr``).
     params: FID Inception weights (needed by the Inception metrics).
+    fake_features: pool3 features of ``fake`` computed before (e.g. cached); skips the network
+      for ``fid``, ``kid`` and ``pr`` (``is`` still needs ``params``).
     preprocessing, batch_size: as :func:`inception.inception_features`.
     kid_subsets, kid_subset_size: as :func:`kid_lib.kernel_inception_distance`.
     seed: seed of the KID subsets and the SWD projections.
@@ -57,11 +60,15 @@ def evaluate_images(
   fake = np.asarray(fake)
   out: dict = {"num_fake": int(len(fake)), "timings": {}}
   needs_features = [m for m in metrics if m in INCEPTION_METRICS]
-  if needs_features:
+  if needs_features and real_features is None and any(m != "is" for m in needs_features):
+    raise ValueError(f"metrics {needs_features} need the real set's Inception features")
+  if fake_features is not None and "is" not in metrics:
+    if len(fake_features) != len(fake):
+      raise ValueError(f"{len(fake_features)} fake features for {len(fake)} fake images")
+    feats = {"pool3": np.asarray(fake_features)}
+  elif needs_features:
     if params is None:
       raise ValueError(f"metrics {needs_features} need the Inception params")
-    if real_features is None and any(m != "is" for m in needs_features):
-      raise ValueError(f"metrics {needs_features} need the real set's Inception features")
     start = time.perf_counter()
     feats = inception.inception_features(
       fake, params=params, batch_size=batch_size, preprocessing=preprocessing,
