@@ -1,0 +1,81 @@
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import common
+from wgan_gp_jax.models import build_models
+from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
+from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
+from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
+
+
+def _shapes(module, *args, **kwargs):
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
+  output = jax.eval_shape(lambda v: module.apply(v, *args, **kwargs), variables)
+  return variables, output
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes_at_every_resolution_and_channel_count(resolution, channels):
+  z = jnp.zeros((2, 128))
+  generator_vars, images = _shapes(DCGANGenerator(resolution=resolution, channels=channels, width=8), z, train=False)
+  assert images.shape == (2, resolution, resolution, channels)
+  assert "batch_stats" in generator_vars
+  critic_vars, scores = _shapes(DCGANCritic(width=8), jnp.zeros((2, resolution, resolution, channels)))
+  assert scores.shape == (2,)
+  assert set(critic_vars) == {"params"}  # no batch norm in the critic
+  convs = sorted(k for k in critic_vars["params"] if k.startswith("Conv"))
+  # Stride-2 5x5 convolutions from the resolution down to 4x4, widths doubling.
+  assert len(convs) == int(np.log2(resolution // 4))
+  assert [critic_vars["params"][k]["kernel"].shape for k in convs][-1] == (5, 5, 8 * 2 ** (len(convs) - 2),
+                                                                          8 * 2 ** (len(convs) - 1))
+
+
+def test_dcgan_generator_output_is_in_tanh_range_and_critic_layer_norm_is_optional():
+  generator = DCGANGenerator(resolution=16, channels=3, width=8)
+  variables = jax.jit(lambda z: generator.init(jax.random.key(0), z, train=False))(jnp.zeros((1, 128)))
+  images, _ = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"]))(
+      variables, 10 * jax.random.normal(jax.random.key(1), (4, 128)))
+  assert float(jnp.max(jnp.abs(images))) <= 1.0
+  with_norm = DCGANCritic(width=8, layer_norm=True).init(jax.random.key(0), images)["params"]
+  assert sum(k.startswith("LayerNorm") for k in with_norm) == 1  # after every convolution but the first (of 2)
+
+
+def test_resnet_matches_the_papers_cifar_layout():
+  generator_vars, images = _shapes(ResNetGenerator(width=16), jnp.zeros((2, 128)), train=False)
+  assert images.shape == (2, 32, 32, 3)
+  assert sum(k.startswith("GeneratorBlock") for k in generator_vars["params"]) == 3
+  critic_vars, scores = _shapes(ResNetCritic(width=16), jnp.zeros((2, 32, 32, 3)))
+  assert scores.shape == (2,) and set(critic_vars) == {"params"}
+  assert sum(k.startswith("CriticBlock") for k in critic_vars["params"]) == 3  # after the optimised first block
+
+
+def test_toy_mlps_have_three_hidden_layers_of_512():
+  generator_vars, points = _shapes(ToyGenerator(), jnp.zeros((5, 2)))
+  assert points.shape == (5, 2)
+  kernels = [v["kernel"].shape for v in generator_vars["params"].values()]
+  assert kernels == [(2, 512), (512, 512), (512, 512), (512, 2)]
+  critic_vars, scores = _shapes(ToyCritic(), jnp.zeros((5, 2)))
+  assert scores.shape == (5,) and len(critic_vars["params"]) == 4
+
+
+def test_build_models_rejects_unknown_models_and_resolutions():
+  config = common.base_config()
+  config.model = "stylegan"
+  with pytest.raises(ValueError, match="config.model"):
+    build_models(config)
+  with pytest.raises(ValueError, match="resolution"):
+    _shapes(DCGANGenerator(resolution=48), jnp.zeros((1, 128)))
+
+
+def test_critics_score_each_example_on_its_own():
+  # The gradient penalty relies on it: a critic's score for x_i must not depend on x_j.
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+  for critic in (DCGANCritic(width=8, layer_norm=True), ResNetCritic(width=8)):
+    variables = jax.jit(critic.init)(jax.random.key(1), x)
+    jacobian = jax.jit(jax.jacobian(lambda x: critic.apply(variables, x)))(x)  # (4, 4, 16, 16, 3)
+    cross = jnp.abs(jacobian.sum(axis=(2, 3, 4)) * (1 - jnp.eye(4)))
+    assert float(cross.max()) == 0.0
