@@ -26,14 +26,14 @@ FAKE_PARAMS = types.SimpleNamespace(source="fake_weights.npz", has_logits=False)
 
 @pytest.fixture
 def fake_inception(monkeypatch):
-  """Features = 4x4 block means of the pixels; records how many images went through."""
+  """Features = 2x2 block means of the pixels (12-d); records how many images went through."""
   calls = []
 
   def features(images, *, params, batch_size=50, preprocessing="pytorch_fid", with_logits=False):
     x = np.asarray(images, np.float32)
     n, h, w, c = x.shape
     calls.append(n)
-    return {"pool3": x.reshape(n, 4, h // 4, 4, w // 4, c).mean(axis=(2, 4)).reshape(n, -1)}
+    return {"pool3": x.reshape(n, 2, h // 2, 2, w // 2, c).mean(axis=(2, 4)).reshape(n, -1)}
 
   monkeypatch.setattr(inception, "inception_features", features)
   monkeypatch.setattr(inception, "load_inception", lambda weights=None, cache=None: FAKE_PARAMS)
@@ -56,7 +56,7 @@ def test_reference_features_are_cached_next_to_writable_data(image_folder, tmp_p
   kw = dict(params=FAKE_PARAMS, resolution=16, crop=1.0, cache=tmp_path / "cache")
   first = reference.reference_features(image_folder, split="0:40", **kw)
   assert first.path.parent == image_folder.parent / "reference_stats"
-  assert first.features.shape == (40, 48) and first.seconds > 0 and fake_inception == [40]
+  assert first.features.shape == (40, 12) and first.seconds > 0 and fake_inception == [40]
   again = reference.reference_features(image_folder, split="0:40", **kw)
   assert again.seconds == 0.0 and fake_inception == [40]  # Read back, not recomputed.
   np.testing.assert_array_equal(again.features, first.features)
