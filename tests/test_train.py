@@ -74,6 +74,17 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     from wgan_gp_jax.models import build_models
 
     assert jax.device_count() == 8
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from wgan_gp_jax import losses
+    critic = lambda x: jax.numpy.sum(jax.numpy.tanh(x) ** 2, axis=(1, 2, 3))
+    penalty = jax.jit(lambda r, f: losses.wgan_gp_critic_loss(critic, r, f, jax.random.key(0)))
+    real, fake = np.random.default_rng(1).normal(size=(2, 16, 4, 4, 3)).astype(np.float32)
+    by_example = NamedSharding(train_lib.make_mesh(8), P("data"))
+    unsharded = penalty(real, fake)
+    sharded = penalty(jax.device_put(real, by_example), jax.device_put(fake, by_example))
+    for a, b in zip(jax.tree.leaves(unsharded), jax.tree.leaves(sharded)):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+    print("losses equal on sharded inputs")
     toy = common.toy_config("25gaussians")
     toy.update(width=32, batch_size=16)
     image = common.base_config()
@@ -110,6 +121,7 @@ def test_iteration_on_eight_devices_equals_one_device():
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   assert result.stdout.count("equal on 1 and 8 devices") == 3
+  assert "losses equal on sharded inputs" in result.stdout
 
 
 def test_iteration_checks_the_number_of_critic_batches():
