@@ -3,24 +3,64 @@
   python -m experiments.train --config experiments/configs/toy_8gaussians.py --workdir runs/8g \
       [--config.num_steps=2000 ...]
 
-Starting again on a work directory with checkpoints resumes from the latest one.
+Starting again on a work directory with checkpoints resumes from the newest readable one, so the same command
+continues a run that was killed, preempted or stopped; raising ``--config.num_steps`` continues a finished one.
+
+Exit status: 0 when the run is done; 143 (SIGTERM) or 130 (Ctrl-C) after saving a checkpoint on that signal; 1 on
+a non-finite loss or state, a config that does not match the checkpoints, or a work directory that cannot hold them.
+
+Several processes (hosts) train one model together when ``--multihost`` is given (``jax.distributed.initialize()``
+finds the others by itself on Cloud TPU pod slices, SLURM, Open MPI and Kubernetes), or with
+``--coordinator_address``, ``--num_processes`` and ``--process_id`` anywhere else. Every process runs the same
+command, with a work directory on a file system they all share.
 """
 
+import sys
+
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wgan_gp_jax import experiment, logs
+from wgan_gp_jax import checkpoint, experiment, logs, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() with no arguments, to find the other processes on a"
+    " Cloud TPU pod slice, SLURM, Open MPI or Kubernetes.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for jax.distributed.initialize(); with --num_processes and"
+    " --process_id.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _initialize_distributed() -> None:
+  explicit = (_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(value is not None for value in explicit):
+    if None in explicit:
+      raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+    if _MULTIHOST.value:
+      raise app.UsageError("--multihost finds the processes by itself: give it, or --coordinator_address and co.")
+    jax.distributed.initialize(*explicit)
+  elif _MULTIHOST.value:
+    jax.distributed.initialize()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.setup()
-  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  _initialize_distributed()
+  try:
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption.RunInterrupted as stop:
+    print(stop, file=sys.stderr)
+    sys.exit(stop.exit_status)
+  except (experiment.NonFiniteError, checkpoint.ConfigMismatchError, checkpoint.CheckpointError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,22 @@
 
 Layout of a work directory::
 
-  DIR/config.json          the config the run was started with
-  DIR/checkpoints/<step>/  orbax checkpoints (state and config)
+  DIR/config.json          the config of the latest start (each checkpoint also holds the config it was made with)
+  DIR/checkpoints/<step>/  orbax checkpoints: state, config and data position (see ``checkpoint``)
   DIR/metrics.jsonl        one JSON line of metrics every ``log_every`` steps
   DIR/figures/             toy runs: real points, samples and critic contours
   DIR/samples/             image runs: grids from a fixed latent batch
+  DIR/unreadable_checkpoints/  checkpoints that could not be read, set aside (see ``checkpoint``)
+
+Starting on a DIR with checkpoints resumes from the newest readable one, so a run killed at any moment (``kill -9``,
+a preemption, a crash) continues with the command it was started with, bit for bit: every random number is a
+function of (seed, step) and the data position is in the checkpoint. Lines of ``metrics.jsonl`` past the restored
+step are dropped, so the log too reads as if nothing had happened. SIGTERM and Ctrl-C save at the next step
+boundary and stop (see ``preemption``). A NaN or infinity in a metric or in the state stops the run before it is
+saved (``NonFiniteError``).
+
+With several processes (``jax.distributed``) every process runs ``train_and_evaluate``: each reads its own part of
+the data, checkpoints are written by all together, and the config, logs and pictures by process 0 only.
 """
 
 import dataclasses
@@ -21,23 +32,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from wgan_gp_jax import data, plotting, toy_data
+from wgan_gp_jax import checkpoint, data, plotting, preemption, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
 SAMPLE_STREAM = 3
 _SAMPLE_CHUNK = 1024
+# The name a non-finite state goes by in ``NonFiniteError``'s message, beside the metrics' names.
+STATE_QUANTITY = "state"
 
 
 class NonFiniteError(RuntimeError):
-  """Raised when a training metric is NaN or infinite."""
-
-
-def checkpoint_manager(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
-  return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+  """Raised when a training metric or the training state is NaN or infinite."""
 
 
 def _abstract_state(config: ml_collections.ConfigDict, models: Models, sharding) -> train_lib.TrainState:
@@ -61,20 +68,47 @@ def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Arra
     step += 1
 
 
-def _image_batches(config: ml_collections.ConfigDict, sharding, manager: ocp.CheckpointManager,
-                   latest: int | None) -> data.DevicePrefetcher:
-  """Real images for every iteration, prefetched to the devices, at the checkpoint's position in the data."""
-  batches = data.prefetch_to_device(data.make_train_iterator(config), sharding)
-  if latest is not None:
-    batches.set_state(manager.restore(latest, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data)
-  return batches
+class _NonFiniteWatch:
+  """Notes, on the devices and without waiting for them, the first step at which each metric or the state is not
+  finite; ``check`` fetches that and raises ``NonFiniteError``.
 
+  Checking every step this way costs no host synchronisation, and the message names the exact step even when the
+  loop only looks every ``log_every`` steps.
+  """
 
-def _finite_or_raise(metrics: dict[str, float], step: int) -> None:
-  bad = [name for name, value in metrics.items() if not np.isfinite(value)]
-  if bad:
-    raise NonFiniteError(f"non-finite {', '.join(bad)} at generator step {step}; "
-                         f"the last good checkpoint is kept: {metrics}")
+  def __init__(self, sharding: jax.sharding.NamedSharding):
+    self._sharding = sharding
+    self._names: list[str] = []
+    self._first_step = None  # int32 per name: the first non-finite step, 0 while finite
+
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=sharding)
+    def note(first_step: jax.Array, metrics: train_lib.Metrics, state: train_lib.TrainState) -> jax.Array:
+      state_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state)
+                                        if jnp.issubdtype(leaf.dtype, jnp.inexact)]))
+      finite = jnp.stack([jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)] + [state_finite])
+      return jnp.where((first_step == 0) & ~finite, state.step, first_step)
+
+    self._note = note
+
+  def note(self, metrics: train_lib.Metrics, state: train_lib.TrainState) -> None:
+    if self._first_step is None:
+      self._names = [*sorted(metrics), STATE_QUANTITY]
+      self._first_step = jax.device_put(np.zeros(len(self._names), np.int32), self._sharding)
+    self._first_step = self._note(self._first_step, metrics, state)
+
+  def check(self, last_checkpoint: int | None) -> None:
+    if self._first_step is None:
+      return
+    first_step = np.asarray(jax.device_get(self._first_step))
+    if not first_step.any():
+      return
+    step = int(first_step[first_step > 0].min())
+    names = ", ".join(name for name, first in zip(self._names, first_step) if first == step)
+    if last_checkpoint is None:
+      outcome = "no checkpoint was saved before it: a restart begins anew"
+    else:
+      outcome = f"the last good checkpoint, at step {last_checkpoint}, is kept and a restart resumes from it"
+    raise NonFiniteError(f"non-finite {names} at generator step {step}; {outcome}")
 
 
 @dataclasses.dataclass
@@ -126,30 +160,46 @@ def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
   tmp.replace(path)
 
 
-def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: is {workdir} the work directory of a run?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+def _truncate_log(path: pathlib.Path, last_step: int) -> None:
+  """Keeps the lines of ``path`` up to ``last_step``: those after it are redone by the resumed run."""
+  if not path.exists():
+    return
+  kept = []
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:  # The last line of a process killed while writing it.
+      continue
+    if record["step"] <= last_step:
+      kept.append(line + "\n")
+  tmp = path.with_suffix(".jsonl.tmp")
+  tmp.write_text("".join(kept))
+  tmp.replace(path)
 
 
 def load_run(workdir: str | pathlib.Path) -> Run:
-  """Loads the config and the latest checkpointed state of the run in ``workdir``."""
+  """Loads the config and state of the newest readable checkpoint of the run in ``workdir``.
+
+  Nothing in ``workdir`` is changed, so this is safe while the run is still training.
+  """
   workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
-  config = load_config(workdir)
-  models = build_models(config)
-  mesh = train_lib.make_mesh(1)
-  with checkpoint_manager(workdir, config) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
-    abstract = _abstract_state(config, models, train_lib.replicated(mesh))
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-  return Run(config, models, state)
+  if not (workdir / "checkpoints").is_dir():
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: is {workdir} the work directory of a run?")
+  replicated = train_lib.replicated(train_lib.make_mesh(1))
+  with checkpoint.Checkpoints(workdir, read_only=True) as checkpoints:
+    restored = checkpoints.restore_latest(lambda config: _abstract_state(config, build_models(config), replicated))
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+  _, state, config = restored
+  return Run(config, build_models(config), state)
 
 
-def _write_pictures(run: Run, workdir: pathlib.Path, step: int, fixed_latents: jax.Array) -> None:
+def _write_pictures(run: Run, workdir: pathlib.Path, step: int) -> None:
+  """Draws the run's pictures on this process's first device (so that process 0 can do it alone)."""
   config = run.config
+  run = Run(config, run.models, jax.device_get(run.state))
+  fixed_latents = jax.random.normal(
+      train_lib.stream_key(run.state.key, SAMPLE_STREAM, 0), (config.num_fixed_samples, run.models.latent_dim))
   if config.kind == "toy":
     (workdir / "figures").mkdir(exist_ok=True)
     real = np.asarray(toy_data.sample(config.toy_dataset, jax.random.key(0), 1000))
@@ -163,60 +213,67 @@ def _write_pictures(run: Run, workdir: pathlib.Path, step: int, fixed_latents: j
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
-  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one."""
+  """Trains ``config`` in ``workdir``, resuming from its newest readable checkpoint if there is one.
+
+  Raises ``preemption.RunInterrupted`` after saving on SIGTERM or Ctrl-C, ``NonFiniteError`` on a NaN or infinity,
+  ``checkpoint.ConfigMismatchError`` if the checkpoint was made with a config that may not change, and
+  ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read.
+  """
   workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
-  workdir.mkdir(parents=True, exist_ok=True)
   models = build_models(config)
   mesh = train_lib.make_mesh(config.num_devices)
   replicated = train_lib.replicated(mesh)
   data_sharding = train_lib.iteration_data_sharding(mesh)
-
-  manager = checkpoint_manager(workdir, config)
-  latest = manager.latest_step()
-  if latest is None:
-    state = jax.jit(lambda: train_lib.init_state(config, models), out_shardings=replicated)()
-  else:
-    logging.info("resuming from the checkpoint at step %d", latest)
-    abstract = _abstract_state(config, models, replicated)
-    state = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-  if jax.process_index() == 0:
-    _write_config(workdir, config)
-
-  start_step = int(state.step)
-  if config.kind == "toy":
-    batches = _toy_batches(config, data_sharding, state.key, start_step)
-  else:
-    batches = _image_batches(config, data_sharding, manager, latest)
-  iteration = train_lib.compile_train_iteration(config, models, mesh)
-  fixed_latents = jax.random.normal(
-      train_lib.stream_key(state.key, SAMPLE_STREAM, 0), (config.num_fixed_samples, models.latent_dim))
-
-  def save(step: int, state: train_lib.TrainState) -> None:
-    items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
-    if config.kind != "toy":
-      items["data"] = ocp.args.JsonSave(batches.get_state())
-    manager.save(step, args=ocp.args.Composite(**items), force=True)
-
+  abstract_state = _abstract_state(config, models, replicated)
+  checkpoint.check_workdir(workdir, checkpoint_bytes=checkpoint.state_bytes(abstract_state),
+                           keep_checkpoints=config.keep_checkpoints)
+  image_batches = None
+  if config.kind != "toy":
+    image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
   log_path = workdir / "metrics.jsonl"
-  started = time.perf_counter()
-  for step in range(start_step + 1, config.num_steps + 1):
-    state, metrics = iteration(state, next(batches))
-    is_last = step == config.num_steps
-    should_save = step % config.checkpoint_every == 0 or is_last
-    if step % config.log_every == 0 or should_save:
-      # Fetching metrics waits for the step; it is also the check that a checkpoint is finite.
-      values = {name: float(value) for name, value in jax.device_get(metrics).items()}
-      _finite_or_raise(values, step)
-      record = {"step": step, "seconds": round(time.perf_counter() - started, 3), **values}
-      if jax.process_index() == 0:
-        with log_path.open("a") as f:
-          f.write(json.dumps(record) + "\n")
-      logging.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
-    if step % config.figure_every == 0 or is_last:
-      if jax.process_index() == 0:
-        _write_pictures(Run(config, models, state), workdir, step, fixed_latents)
-    if should_save:
-      save(step, state)
-  manager.wait_until_finished()
-  manager.close()
+
+  with (checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints) as checkpoints,
+        preemption.StopRequests() as stop_requests):
+    restored = checkpoints.restore_latest(lambda _: abstract_state, requested_config=config,
+                                          data_iterator=image_batches)
+    if restored is None:
+      state = jax.jit(lambda: train_lib.init_state(config, models), out_shardings=replicated)()
+      start_step = 0
+    else:
+      start_step, state, _ = restored
+      logging.info("resuming from the checkpoint at generator step %d", start_step)
+    if jax.process_index() == 0:
+      _write_config(workdir, config)
+      _truncate_log(log_path, start_step)
+
+    logging.info("training on %d devices, process %d of %d", mesh.size, jax.process_index(), jax.process_count())
+    batches = image_batches or _toy_batches(config, data_sharding, state.key, start_step)
+    iteration = train_lib.compile_train_iteration(config, models, mesh)
+    non_finite = _NonFiniteWatch(replicated)
+    started = time.perf_counter()
+    for step in range(start_step + 1, config.num_steps + 1):
+      state, metrics = iteration(state, next(batches))
+      non_finite.note(metrics, state)
+      stop_signal = stop_requests.signal_at(step)
+      is_last = step == config.num_steps
+      should_save = step % config.checkpoint_every == 0 or is_last or stop_signal is not None
+      should_log = step % config.log_every == 0 or should_save
+      should_draw = step % config.figure_every == 0 or is_last
+      if should_log or should_draw:
+        # Waits for the step. Past this check the state is finite: it may be logged, drawn and saved.
+        non_finite.check(checkpoints.latest_step())
+      if should_log:
+        values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        if jax.process_index() == 0:
+          with log_path.open("a") as f:
+            f.write(json.dumps({"step": step, "seconds": round(time.perf_counter() - started, 3), **values}) + "\n")
+        logging.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+      if should_draw and jax.process_index() == 0:
+        _write_pictures(Run(config, models, state), workdir, step)
+      if should_save:
+        checkpoints.save(step, state, config, image_batches)
+      if stop_signal is not None:
+        checkpoints.wait_until_finished()
+        raise preemption.RunInterrupted(step=step, signal_number=stop_signal, directory=checkpoints.directory)
+    checkpoints.wait_until_finished()
   return Run(config, models, state)

@@ -1,0 +1,99 @@
+"""What the checkpoint, signal and multi-process tests share: tiny configs given as command-line overrides, the
+training command, and comparisons of runs."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
+
+from experiments.configs import celeba32, toy_8gaussians
+from wgan_gp_jax import experiment
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOY_CONFIG_FILE = "experiments/configs/toy_8gaussians.py"
+IMAGE_CONFIG_FILE = "experiments/configs/celeba32.py"
+
+# The paper's toy setting (linear learning-rate decay included), small enough for a few seconds on a CPU.
+TOY_OVERRIDES = {"width": 16, "batch_size": 32, "num_steps": 60, "log_every": 5, "checkpoint_every": 5,
+                 "figure_every": 10**6, "num_fixed_samples": 16}
+
+
+def image_overrides(face_folder: pathlib.Path, data_dir: pathlib.Path) -> dict:
+  """A DCGAN of width 8 on 16x16 faces: big enough to have batch norm, small enough for the tests."""
+  return {"image_folder": str(face_folder), "data_dir": str(data_dir), "resolution": 16, "width": 8,
+          "batch_size": 8, "n_critic": 2, "num_steps": 30, "log_every": 1, "checkpoint_every": 15,
+          "figure_every": 10**6, "num_fixed_samples": 16}
+
+
+def toy_config(**overrides) -> ml_collections.ConfigDict:
+  config = toy_8gaussians.get_config()
+  config.update({**TOY_OVERRIDES, **overrides})
+  return config
+
+
+def image_config(face_folder: pathlib.Path, data_dir: pathlib.Path, **overrides) -> ml_collections.ConfigDict:
+  config = celeba32.get_config()
+  config.update({**image_overrides(face_folder, data_dir), **overrides})
+  return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory) -> pathlib.Path:
+  """Compiled programs cached on disk for the tests of a module, in its process and in the training processes it
+  starts: the same program compiles to the same executable, so this changes no result, only the time taken."""
+  directory = tmp_path_factory.mktemp("compilation_cache")
+  previous = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax_compilation_cache.reset_cache()
+  yield directory
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+  jax_compilation_cache.reset_cache()
+
+
+def subprocess_env(compilation_cache: pathlib.Path, **extra: str) -> dict[str, str]:
+  """The environment of a training process: the repository on the path, and the tests' compilation cache."""
+  return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": str(compilation_cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          **extra}
+
+
+def train_command(config_file: str, workdir: pathlib.Path, overrides: dict, *extra_flags: str,
+                  slow_commits: bool = False) -> list[str]:
+  """``python -m experiments.train`` with ``overrides`` as ``--config.KEY=VALUE`` flags; with ``slow_commits``, the
+  same through ``train_with_slow_commits.py``."""
+  program = [str(REPO_ROOT / "tests" / "train_with_slow_commits.py")] if slow_commits else ["-m", "experiments.train"]
+  return [sys.executable, *program, f"--config={config_file}", f"--workdir={workdir}",
+          *(f"--config.{key}={value}" for key, value in overrides.items()), *extra_flags]
+
+
+def metrics_without_time(workdir: pathlib.Path) -> list[dict]:
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  for record in records:
+    del record["seconds"]
+  return records
+
+
+def assert_same_state(actual, expected) -> None:
+  """Bit-identical states: every parameter, statistic, optimizer moment, the step and the key."""
+  actual_leaves, actual_structure = jax.tree.flatten(jax.device_get(actual))
+  expected_leaves, expected_structure = jax.tree.flatten(jax.device_get(expected))
+  assert actual_structure == expected_structure
+  for a, e in zip(actual_leaves, expected_leaves):
+    np.testing.assert_array_equal(a, e)
+
+
+def assert_same_run(workdir: pathlib.Path, reference: experiment.Run, reference_metrics: list[dict]) -> None:
+  """The run in ``workdir`` ended exactly as ``reference``: state, samples and logged metrics."""
+  run = experiment.load_run(workdir)
+  assert_same_state(run.state, reference.state)
+  np.testing.assert_array_equal(run.sample(64, seed=1), reference.sample(64, seed=1))
+  assert metrics_without_time(workdir) == reference_metrics

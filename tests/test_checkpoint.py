@@ -1,0 +1,249 @@
+"""Checkpoints that never lose a run, on one process: exact resume of an image run, runs stopped by SIGTERM or
+killed by SIGKILL at random moments, unreadable checkpoints, refused config changes, non-finite stops, asynchronous
+saves and unusable work directories. (Several processes: test_multihost.py; toy resume: test_train.py.)"""
+
+import asyncio
+import logging
+import os
+import pathlib
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import time
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from orbax.checkpoint._src.path import atomicity
+
+from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, assert_same_run,
+                                assert_same_state, compilation_cache, image_config, image_overrides, metrics_without_time,
+                                subprocess_env, toy_config, train_command)
+from wgan_gp_jax import checkpoint, experiment
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def face_folder(shared_data, tmp_path_factory) -> pathlib.Path:
+  folder = tmp_path_factory.mktemp("faces")
+  for path in sorted((shared_data / "celeba_10k" / "images").glob("*.jpg"))[:64]:
+    shutil.copy(path, folder)
+  return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def image_reference(face_folder, data_dir, tmp_path_factory) -> tuple[experiment.Run, list[dict]]:
+  """The uninterrupted 30-step image run and its logged metrics."""
+  workdir = tmp_path_factory.mktemp("image_reference")
+  return experiment.train_and_evaluate(image_config(face_folder, data_dir), workdir), metrics_without_time(workdir)
+
+
+def _checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  return sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+
+
+def _unfinished_saves(workdir: pathlib.Path) -> list[str]:
+  return [path.name for path in (workdir / "checkpoints").glob(f"*{TMP_SUFFIX}*")]
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if process.poll() is not None:
+      pytest.fail(f"the run ended (status {process.returncode}) before {what}:\n{process.stderr.read()[-3000:]}")
+    if time.monotonic() > deadline:
+      process.kill()
+      pytest.fail(f"timed out waiting for {what}")
+    time.sleep(0.01)
+
+
+def _logged_steps(workdir: pathlib.Path) -> list[int]:
+  path = workdir / "metrics.jsonl"
+  # A line being written may be incomplete: count complete lines only.
+  lines = path.read_text().split("\n")[:-1] if path.exists() else []
+  return [int(line.split('"step": ')[1].split(",")[0]) for line in lines]
+
+
+def test_image_run_stopped_halfway_and_resumed_is_bit_identical(image_reference, face_folder, data_dir, tmp_path):
+  # The learning rate is constant (the image configs' default), so 15 steps then 30 follow the 30-step schedule.
+  experiment.train_and_evaluate(image_config(face_folder, data_dir, num_steps=15), tmp_path)
+  assert _checkpoint_steps(tmp_path) == [15]
+  experiment.train_and_evaluate(image_config(face_folder, data_dir), tmp_path)
+  assert_same_run(tmp_path, *image_reference)
+
+
+def test_sigterm_saves_at_the_next_step_and_the_restart_continues_bit_identically(
+    image_reference, face_folder, data_dir, compilation_cache, tmp_path):
+  command = train_command(IMAGE_CONFIG_FILE, tmp_path, image_overrides(face_folder, data_dir))
+  env = subprocess_env(compilation_cache)
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: len(_logged_steps(tmp_path)) >= 3, process, "step 3")
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  stopped_at = _logged_steps(tmp_path)[-1]
+  assert 3 <= stopped_at < 30
+  assert (f"stopped by SIGTERM after generator step {stopped_at}, whose checkpoint is saved in"
+          f" {tmp_path / 'checkpoints'}: run the same command to continue") in stderr
+  assert _checkpoint_steps(tmp_path)[-1] == stopped_at and not _unfinished_saves(tmp_path)
+
+  finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert_same_run(tmp_path, *image_reference)
+
+
+def test_run_killed_at_random_moments_resumes_bit_identically(compilation_cache, tmp_path_factory):
+  """The toy config with its linear learning-rate decay, killed four times; saves take a second longer than usual
+  (``train_with_slow_commits.py``) so that two kills land in the middle of one."""
+  reference_dir = tmp_path_factory.mktemp("toy_reference")
+  reference = experiment.train_and_evaluate(toy_config(), reference_dir), metrics_without_time(reference_dir)
+  workdir = tmp_path_factory.mktemp("killed")
+  command = train_command(TOY_CONFIG_FILE, workdir, TOY_OVERRIDES, slow_commits=True)
+  env = subprocess_env(compilation_cache)
+  rng = random.Random(0)
+
+  def while_training(process):
+    """Some steps after the last checkpoint: they are lost and redone."""
+    done = _logged_steps(workdir)[-1] if _logged_steps(workdir) else 0
+    _wait_for(lambda: any(step > done for step in _logged_steps(workdir)), process, "a new step")
+    time.sleep(rng.uniform(0, 0.3))
+
+  def during_a_save(process):
+    _wait_for(lambda: (workdir / "checkpoints").is_dir() and _unfinished_saves(workdir), process, "a save")
+    time.sleep(rng.uniform(0, 0.2))
+
+  def any_time(process):
+    """Maybe while starting, compiling or restoring."""
+    time.sleep(rng.uniform(0, 4))
+
+  for kill_moment in (while_training, during_a_save, any_time, during_a_save):
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    kill_moment(process)
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    if kill_moment is during_a_save:
+      assert _unfinished_saves(workdir), "the kill was meant to cut a save short"
+
+  finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert not _unfinished_saves(workdir)
+  assert_same_run(workdir, *reference)
+
+
+def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, caplog, monkeypatch):
+  config = toy_config(num_steps=15)
+  finished = experiment.train_and_evaluate(config, tmp_path)
+  checkpoints_dir = tmp_path / "checkpoints"
+  # Step 15: every array file cut in half. Step 10: its state's metadata file is gone.
+  for path in (checkpoints_dir / "15" / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  (checkpoints_dir / "10" / "state" / "_METADATA").unlink()
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a checkpoint must load without pickle")
+
+  with monkeypatch.context() as patch, caplog.at_level(logging.WARNING):
+    for name in ("load", "loads", "Unpickler"):
+      patch.setattr(pickle, name, refuse)
+    run = experiment.load_run(tmp_path)
+  assert int(run.state.step) == 5
+  assert _checkpoint_steps(tmp_path) == [5, 10, 15], "reading must not change a work directory"
+  warnings = [record.getMessage() for record in caplog.records if "falling back" in record.getMessage()]
+  assert [message.split(" (")[0] for message in warnings] == [
+      "the checkpoint at step 15 cannot be read", "the checkpoint at step 10 cannot be read"]
+  assert all(message.endswith("): falling back to the one at step 5") for message in warnings)
+
+  resumed = experiment.train_and_evaluate(config, tmp_path)
+  assert_same_state(resumed.state, finished.state)
+  assert sorted(path.name.split("-")[0] for path in (tmp_path / checkpoint.UNREADABLE_DIRNAME).iterdir()) == [
+      "10", "15"]
+
+  for step in (5, 10, 15):
+    (checkpoints_dir / str(step) / "config" / "metadata").unlink()
+  with pytest.raises(checkpoint.CheckpointError, match=r"^none of the checkpoints in .* can be read:\n  step 15: "):
+    experiment.train_and_evaluate(config, tmp_path)
+  assert _checkpoint_steps(tmp_path) == [5, 10, 15]
+
+
+def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
+  experiment.train_and_evaluate(toy_config(num_steps=5), tmp_path)
+  with pytest.raises(checkpoint.ConfigMismatchError) as error:
+    experiment.train_and_evaluate(toy_config(num_steps=10, width=32, optimizer="sgd"), tmp_path)
+  assert str(error.value) == (
+      f"cannot resume from the checkpoint at step 5 in {tmp_path / 'checkpoints'}: it was made with a different"
+      " config.\n"
+      "  optimizer: 'adam' in the checkpoint, 'sgd' now\n"
+      "  width: 16 in the checkpoint, 32 now\n"
+      "Only checkpoint_every, data_dir, figure_every, keep_checkpoints, log_every, num_devices, num_fixed_samples,"
+      " num_steps may change when a run resumes; train a different config in a new work directory.")
+  # How long the run goes and how often it logs and saves may change.
+  run = experiment.train_and_evaluate(
+      toy_config(num_steps=7, log_every=1, checkpoint_every=7, keep_checkpoints=1), tmp_path)
+  assert int(run.state.step) == 7 and _checkpoint_steps(tmp_path) == [7]
+  assert [record["step"] for record in metrics_without_time(tmp_path)] == [5, 6, 7]
+
+
+def test_a_nan_in_a_batch_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  toy_batches = experiment._toy_batches
+
+  def batches_with_a_nan_at_step_7(config, sharding, key_data, start_step):
+    for step, batch in enumerate(toy_batches(config, sharding, key_data, start_step), start=start_step + 1):
+      yield batch.at[0, 0, 0].set(jnp.nan) if step == 7 else batch
+
+  monkeypatch.setattr(experiment, "_toy_batches", batches_with_a_nan_at_step_7)
+  with pytest.raises(experiment.NonFiniteError) as error:
+    experiment.train_and_evaluate(toy_config(num_steps=20, checkpoint_every=5, log_every=10), tmp_path)
+  assert str(error.value) == (
+      "non-finite critic_grad_norm, critic_loss, fake_score, generator_grad_norm, generator_loss, gradient_norm,"
+      " gradient_penalty, real_score, wasserstein_estimate, state at generator step 7; the last good checkpoint, at"
+      " step 5, is kept and a restart resumes from it")
+  assert _checkpoint_steps(tmp_path) == [5]
+  assert [record["step"] for record in metrics_without_time(tmp_path)] == [5]
+  run = experiment.load_run(tmp_path)
+  assert int(run.state.step) == 5 and np.isfinite(run.sample(64, seed=0)).all()
+
+
+def test_saves_are_asynchronous(tmp_path, monkeypatch):
+  """The commit of the step-5 checkpoint is held until the log shows step 8: only a loop that goes on while the
+  checkpoint is written gets there."""
+  commit = atomicity.AtomicRenameTemporaryPath.finalize
+  trained_on_while_saving = []
+
+  async def commit_after_step_8(self):
+    if self.get_final().name == "5":
+      deadline = time.monotonic() + 30
+      while 8 not in _logged_steps(tmp_path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+      trained_on_while_saving.append(8 in _logged_steps(tmp_path))
+    await commit(self)
+
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", commit_after_step_8)
+  experiment.train_and_evaluate(toy_config(num_steps=10, log_every=1), tmp_path)
+  assert trained_on_while_saving == [True]
+  assert _checkpoint_steps(tmp_path) == [5, 10]
+
+
+def test_an_unusable_work_directory_is_refused_before_training(tmp_path, monkeypatch):
+  (tmp_path / "a_file").write_text("")
+  workdir = tmp_path / "a_file" / "run"
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    experiment.train_and_evaluate(toy_config(), workdir)
+  assert str(error.value) == f"cannot write to the work directory {workdir}: Not a directory"
+
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=2**20))
+  with pytest.raises(checkpoint.CheckpointError, match=(
+      rf"^not enough free space for the checkpoints in {tmp_path / 'run'}: 1.0 MiB free, this run needs about"
+      r" 64.\d MiB \(4 checkpoints of 0.\d MiB, and 64 MiB for logs and pictures\)$")):
+    experiment.train_and_evaluate(toy_config(), tmp_path / "run")
+  assert os.listdir(tmp_path / "run") == []

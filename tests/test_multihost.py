@@ -1,0 +1,93 @@
+"""Several hosts training one model: two processes on this machine (``jax.distributed`` on localhost, gloo CPU
+collectives), each with 4 CPU devices, train as one process with 8 devices does, through a preemption notice that
+reaches only one of them."""
+
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from checkpoint_testing import REPO_ROOT, compilation_cache, subprocess_env, train_command
+from wgan_gp_jax import experiment
+
+CONFIG_FILE = "experiments/configs/toy_25gaussians.py"
+NUM_STEPS = 8
+# Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are rounding
+# noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders. SGD keeps the
+# comparison about what the processes change: the losses, gradients and batch statistics.
+OVERRIDES = {"optimizer": "sgd", "learning_rate": 0.01, "width": 32, "batch_size": 16, "num_steps": NUM_STEPS,
+             "log_every": 1, "checkpoint_every": 4, "figure_every": 10**6, "num_fixed_samples": 16}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _start_two_processes(workdir: pathlib.Path, env: dict[str, str]) -> list[subprocess.Popen]:
+  port = _free_port()
+  return [subprocess.Popen(
+      train_command(CONFIG_FILE, workdir, OVERRIDES, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                    f"--process_id={index}"),
+      cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True) for index in range(2)]
+
+
+def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:
+  results = []
+  for process in processes:
+    try:
+      _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+      for other in processes:
+        other.kill()
+      raise
+    results.append((process.returncode, stderr))
+  return results
+
+
+def _logged_lines(workdir: pathlib.Path) -> int:
+  path = workdir / "metrics.jsonl"
+  return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_two_processes_of_four_devices_train_as_one_of_eight_through_a_preemption(compilation_cache, tmp_path):
+  two_processes = subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  workdir = tmp_path / "two_processes"
+  processes = _start_two_processes(workdir, two_processes)
+  deadline = time.monotonic() + 300
+  while _logged_lines(workdir) < 2 and time.monotonic() < deadline and all(p.poll() is None for p in processes):
+    time.sleep(0.01)
+  # The notice reaches process 1 only; JAX's preemption service tells process 0, and both save the same step.
+  processes[1].send_signal(signal.SIGTERM)
+  results = _finish(processes)
+  stopped_at = _logged_lines(workdir)
+  assert 2 <= stopped_at < NUM_STEPS, results[0][1][-3000:]
+  for status, stderr in results:
+    assert status == 128 + signal.SIGTERM, stderr[-3000:]
+    assert (f"stopped by SIGTERM after generator step {stopped_at}, whose checkpoint is saved in"
+            f" {workdir / 'checkpoints'}") in stderr
+
+  for index, (status, stderr) in enumerate(_finish(_start_two_processes(workdir, two_processes))):
+    assert status == 0, stderr[-3000:]
+    assert f"resuming from the checkpoint at generator step {stopped_at}" in stderr
+    assert f"training on 8 devices, process {index} of 2" in stderr
+
+  one_process = subprocess.run(
+      train_command(CONFIG_FILE, tmp_path / "one_process", OVERRIDES), cwd=REPO_ROOT, capture_output=True, text=True,
+      env=subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=8"), timeout=300)
+  assert one_process.returncode == 0, one_process.stderr[-3000:]
+  assert "training on 8 devices, process 0 of 1" in one_process.stderr
+
+  # Logs come from process 0 alone: one line per step.
+  assert _logged_lines(workdir) == NUM_STEPS
+  two, one = (experiment.load_run(tmp_path / name) for name in ("two_processes", "one_process"))
+  assert int(two.state.step) == int(one.state.step) == NUM_STEPS
+  for a, b in zip(jax.tree.leaves(two.state), jax.tree.leaves(one.state)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(two.sample(64, seed=1), one.sample(64, seed=1), rtol=1e-5, atol=1e-5)

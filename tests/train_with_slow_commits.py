@@ -1,0 +1,24 @@
+"""``python -m experiments.train`` whose checkpoint commits each wait a second before the final rename.
+
+The wait widens the moment a save is in progress, so that a test can kill the process during a save without
+depending on luck. Nothing else changes: what is written, and when it counts as complete, is orbax's as always.
+"""
+
+import asyncio
+import runpy
+import sys
+
+from orbax.checkpoint._src.path import atomicity
+
+COMMIT_DELAY_SECONDS = 1.0
+_commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+
+async def _slow_commit(self):
+  await asyncio.sleep(COMMIT_DELAY_SECONDS)
+  await _commit(self)
+
+
+atomicity.AtomicRenameTemporaryPath.finalize = _slow_commit
+sys.argv[0] = "experiments.train"
+runpy.run_module("experiments.train", run_name="__main__")

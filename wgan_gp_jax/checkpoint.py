@@ -1,0 +1,250 @@
+"""Checkpoints of a run: what they hold, how they are written, and how a run comes back from them.
+
+A checkpoint ``DIR/checkpoints/<step>/`` holds three items, none of them pickled:
+
+  state/   the ``TrainState`` (parameters, batch-norm statistics, both optimizer states, the step and the PRNG key
+           data), written collectively by all processes with orbax's ``StandardSave`` (tensorstore, no pickle)
+  config/  the config the state was made with, as JSON
+  data/    image runs: each process's position in its data, as grain's JSON (``process_<i>-of-<n>.json``)
+
+Saves are asynchronous (the step loop goes on while the files are written) and atomic: orbax writes into a
+temporary directory and renames it to ``<step>`` once every file is there, so a save cut short by ``kill -9`` leaves
+only a temporary directory, which is never taken for a checkpoint and is removed on the next start.
+
+A checkpoint that cannot be read (truncated or missing files) is reported and skipped: the run resumes from the
+newest readable one, and the unreadable ones are moved to ``DIR/unreadable_checkpoints/`` so that the run can save
+those steps again.
+"""
+
+import json
+import logging
+import pathlib
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+# Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
+# it reports and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
+# model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
+RESUMABLE_CHANGES = frozenset({
+    "num_steps", "log_every", "figure_every", "num_fixed_samples", "checkpoint_every", "keep_checkpoints",
+    "num_devices", "data_dir",
+})
+
+UNREADABLE_DIRNAME = "unreadable_checkpoints"
+_MIB = 2**20
+# Room for the logs and pictures of a run, on top of its checkpoints.
+_FREE_SPACE_MARGIN = 64 * _MIB
+
+
+class ConfigMismatchError(ValueError):
+  """The config of a resumed run differs from its checkpoint's in keys outside ``RESUMABLE_CHANGES``."""
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a run can be read, or its work directory cannot hold checkpoints."""
+
+
+def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as the plain JSON values a checkpoint stores (tuples become lists, placeholders None)."""
+  return json.loads(config.to_json(sort_keys=True))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+  """One line per key outside ``RESUMABLE_CHANGES`` whose value differs, sorted by key."""
+  saved, requested = _flatten(saved), _flatten(requested)
+  missing = object()
+  lines = []
+  for key in sorted(saved.keys() | requested.keys()):
+    if key in RESUMABLE_CHANGES:
+      continue
+    before, after = saved.get(key, missing), requested.get(key, missing)
+    if before != after:
+      describe = lambda value: "absent" if value is missing else repr(value)
+      lines.append(f"{key}: {describe(before)} in the checkpoint, {describe(after)} now")
+  return lines
+
+
+def check_can_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], *, step: int,
+                     directory: pathlib.Path) -> None:
+  """Raises ``ConfigMismatchError`` naming every key that may not change between a checkpoint and its resumption."""
+  differences = config_differences(saved, requested)
+  if differences:
+    raise ConfigMismatchError(
+        f"cannot resume from the checkpoint at step {step} in {directory}: it was made with a different config.\n  "
+        + "\n  ".join(differences)
+        + f"\nOnly {', '.join(sorted(RESUMABLE_CHANGES))} may change when a run resumes;"
+        " train a different config in a new work directory.")
+
+
+def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoints: int) -> None:
+  """Raises ``CheckpointError`` now, before any training step, if ``workdir`` cannot hold this run's checkpoints.
+
+  At its peak a run holds ``keep_checkpoints`` checkpoints and the one being written.
+  """
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write_probe_{jax.process_index()}"
+    probe.write_bytes(b"\0" * 4096)
+    probe.unlink()
+  except OSError as error:
+    raise CheckpointError(f"cannot write to the work directory {workdir}: {error.strerror or error}") from error
+  needed = (keep_checkpoints + 1) * checkpoint_bytes + _FREE_SPACE_MARGIN
+  free = shutil.disk_usage(workdir).free
+  if free < needed:
+    raise CheckpointError(
+        f"not enough free space for the checkpoints in {workdir}: {free / _MIB:.1f} MiB free, this run needs about"
+        f" {needed / _MIB:.1f} MiB ({keep_checkpoints + 1} checkpoints of {checkpoint_bytes / _MIB:.1f} MiB, and"
+        f" {_FREE_SPACE_MARGIN // _MIB} MiB for logs and pictures)")
+
+
+def state_bytes(abstract_state: Any) -> int:
+  return sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract_state))
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+
+
+class Checkpoints:
+  """The checkpoints of one run in ``workdir/checkpoints``.
+
+  ``read_only`` opens them for reading alongside a run that may still be training: nothing is written, cleaned up
+  or moved.
+  """
+
+  def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, read_only: bool = False):
+    self.workdir = workdir
+    self.directory = workdir / "checkpoints"
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep,
+          enable_async_checkpointing=True,
+          # What a save cut short by kill -9 leaves behind; never taken for a checkpoint either way.
+          cleanup_tmp_directories=True,
+      )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._read_only = read_only
+
+  def __enter__(self) -> "Checkpoints":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, config: ml_collections.ConfigDict,
+           data_iterator: grain.DatasetIterator | None = None) -> None:
+    """Starts writing a checkpoint and returns once the state is copied off the devices; the files follow.
+
+    Every process calls it. It first waits for the previous save to be complete.
+    """
+    items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_as_json(config))}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def restore_latest(
+      self,
+      abstract_state: Callable[[ml_collections.ConfigDict], Any],
+      *,
+      requested_config: ml_collections.ConfigDict | None = None,
+      data_iterator: grain.DatasetIterator | None = None,
+  ) -> tuple[int, Any, ml_collections.ConfigDict] | None:
+    """``(step, state, config)`` of the newest readable checkpoint, or None when there is none.
+
+    ``abstract_state(config)`` gives the structure, shapes, dtypes and shardings of the state that a checkpoint made
+    with ``config`` holds. With ``requested_config``, a
+    checkpoint made with an incompatible config is refused (``ConfigMismatchError``). With ``data_iterator``, its
+    position is restored too. Unreadable newer checkpoints are logged and, unless read-only, moved aside.
+    """
+    unreadable: dict[int, str] = {}
+    for step in reversed(self.steps()):
+      saved_config, problem = self._try(lambda: self._read_config(step))
+      if not _all_processes_agree(problem is None):
+        unreadable[step] = problem or "another process cannot read it"
+        continue
+      if requested_config is not None:
+        check_can_resume(saved_config, config_as_json(requested_config), step=step, directory=self.directory)
+      saved_config = ml_collections.ConfigDict(saved_config)
+      state, problem = self._try(lambda: self._read_state(step, abstract_state(saved_config), data_iterator))
+      if not _all_processes_agree(problem is None):
+        unreadable[step] = problem or "another process cannot read it"
+        continue
+      self._set_aside(unreadable, fallback=step)
+      return step, state, saved_config
+    if unreadable:
+      raise CheckpointError(
+          f"none of the checkpoints in {self.directory} can be read:\n  "
+          + "\n  ".join(f"step {step}: {problem}" for step, problem in unreadable.items()))
+    return None
+
+  @staticmethod
+  def _try(read) -> tuple[Any, str | None]:
+    try:
+      return read(), None
+    except Exception as error:  # Orbax and tensorstore raise many types for missing or truncated files.
+      return None, f"{type(error).__name__}: {error}"
+
+  def _read_config(self, step: int) -> dict[str, Any]:
+    saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    if not isinstance(saved, dict):
+      raise ValueError(f"its config is a {type(saved).__name__}, not a JSON object")
+    return saved
+
+  def _read_state(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None) -> Any:
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+
+  def _set_aside(self, unreadable: Mapping[int, str], *, fallback: int) -> None:
+    if not unreadable:
+      return
+    for step, problem in unreadable.items():
+      logging.warning("the checkpoint at step %d cannot be read (%s): falling back to the one at step %d", step,
+                      problem, fallback)
+    if self._read_only:
+      return
+    if jax.process_index() == 0:
+      aside = self.workdir / UNREADABLE_DIRNAME
+      aside.mkdir(exist_ok=True)
+      for step in unreadable:
+        target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        (self.directory / str(step)).rename(target)
+        logging.warning("moved the unreadable checkpoint at step %d to %s", step, target)
+    multihost_utils.sync_global_devices("wgan_gp_jax: unreadable checkpoints set aside")
+    self._manager.reload()
