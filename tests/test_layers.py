@@ -1,0 +1,244 @@
+"""The matrix-product convolutions are lax's convolutions: values, gradients and the penalty's double backward."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from experiments.configs import common
+from wgan_gp_jax import conv, losses
+from wgan_gp_jax.models import build_models, dcgan, layers, resnet
+
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# (input height, input width, kernel, stride, padding): the models' 5x5 stride 2, 3x3 and 1x1
+# stride 1, at even and odd sizes, plus a few shapes the models do not use.
+CONV_CASES = [
+    (8, 8, 5, 2, "SAME"),
+    (7, 9, 5, 2, "SAME"),
+    (9, 6, 3, 1, "SAME"),
+    (5, 5, 1, 1, "SAME"),
+    (10, 7, 4, 2, "SAME"),
+    (9, 9, 3, 2, "VALID"),
+    (8, 11, 5, 3, "SAME"),
+    (6, 6, 3, 1, ((2, 0), (1, 3))),
+]
+TRANSPOSE_CASES = [case for case in CONV_CASES if case[4] in ("SAME", "VALID")]
+
+
+def _random(key: int, shape: tuple[int, ...]) -> jax.Array:
+  return jax.random.normal(jax.random.key(key), shape, jnp.float32)
+
+
+def _assert_close(actual, expected, rtol=2e-5):
+  """Equal to float32 rounding, relative to the largest entry of ``expected`` (arrays or pytrees).
+
+  One scale for a whole pytree: a gradient that is zero in exact arithmetic (a bias
+  before batch norm) is float32 noise and is compared at the scale of the others.
+  """
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  scale = max(max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(expected)), 1e-6)
+  for actual_leaf, expected_leaf in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    assert np.shape(actual_leaf) == np.shape(expected_leaf)
+    np.testing.assert_allclose(np.asarray(actual_leaf) / scale, np.asarray(expected_leaf) / scale, rtol=0, atol=rtol)
+
+
+def _lax_conv(x, w, strides, padding):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def _penalty(conv_fn, w, x):
+  """A WGAN-GP-like penalty: gradient norms of a nonlinear score of conv_fn's output."""
+  gradients = jax.grad(lambda inputs: jnp.sum(jnp.tanh(conv_fn(inputs, w)) ** 2))(x)
+  return jnp.mean((jnp.sqrt(jnp.sum(gradients**2, axis=(1, 2, 3))) - 1.0) ** 2)
+
+
+def _value_gradients_and_penalty_gradients(conv_fn, x, w, cotangent):
+  """conv_fn's output, its vjp at ``cotangent``, and the penalty's gradient (a double backward), in one jit."""
+  @jax.jit
+  def compute(x, w, cotangent):
+    y, vjp = jax.vjp(conv_fn, x, w)
+    return y, vjp(cotangent), jax.grad(_penalty, argnums=(1, 2))(conv_fn, w, x)
+  return compute(x, w, cotangent)
+
+
+def _check_against(mine, reference, x, w):
+  cotangent = _random(3, jax.eval_shape(reference, x, w).shape)
+  (y, first, second) = _value_gradients_and_penalty_gradients(mine, x, w, cotangent)
+  (reference_y, reference_first, reference_second) = _value_gradients_and_penalty_gradients(reference, x, w, cotangent)
+  _assert_close(y, reference_y)
+  for mine_grad, reference_grad in zip(first, reference_first):
+    _assert_close(mine_grad, reference_grad)
+  for mine_grad, reference_grad in zip(second, reference_second):
+    _assert_close(mine_grad, reference_grad, rtol=1e-4)
+
+
+@pytest.mark.parametrize("height, width, kernel, stride, padding", CONV_CASES)
+def test_conv2d_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride, padding):
+  x, w = _random(0, (2, height, width, 3)), _random(1, (kernel, kernel, 3, 4))
+  _check_against(lambda x, w: conv.conv2d(x, w, (stride, stride), padding),
+                 lambda x, w: _lax_conv(x, w, (stride, stride), padding), x, w)
+
+
+@pytest.mark.parametrize("height, width, kernel, stride, padding", TRANSPOSE_CASES)
+def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride, padding):
+  x, w = _random(0, (2, height, width, 4)), _random(1, (kernel, kernel, 4, 3))
+  _check_against(lambda x, w: conv.conv2d_transpose(x, w, (stride, stride), padding),
+                 lambda x, w: lax.conv_transpose(x, w, (stride, stride), padding, dimension_numbers=DIMENSION_NUMBERS),
+                 x, w)
+
+
+def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
+  """``weight(x, y)`` is the kernel gradient, and its own derivatives are scatter and correlate."""
+  x, w = _random(0, (2, 9, 8, 3)), _random(1, (5, 5, 3, 4))
+  geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], (2, 2), "SAME")
+  y = _random(2, (2, geometry.height.low_size, geometry.width.low_size, 4))
+  w_bar = _random(4, w.shape)
+
+  def lax_weight_gradient(x, y):
+    return jax.grad(lambda w: jnp.vdot(_lax_conv(x, w, (2, 2), "SAME"), y))(w)
+
+  @jax.jit
+  def value_and_vjp(x, y):
+    value, vjp = jax.vjp(lambda x, y: conv.weight(x, y, geometry), x, y)
+    reference_value, reference_vjp = jax.vjp(lax_weight_gradient, x, y)
+    return (value, *vjp(w_bar)), (reference_value, *reference_vjp(w_bar))
+
+  for mine, reference in zip(*value_and_vjp(x, y)):
+    _assert_close(mine, reference)
+
+
+@pytest.mark.parametrize("implementation", ["matmul", "native"])
+def test_each_platform_implementation_is_the_same_function(implementation):
+  """Both branches of ``platform_dependent`` (matmul on CPU, native convolutions elsewhere) run here."""
+  correlate, scatter, weight = (getattr(conv, f"_{face}_{implementation}") for face in ("correlate", "scatter", "weight"))
+  x, w = _random(0, (2, 9, 7, 3)), _random(1, (5, 5, 3, 4))
+  geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], (2, 2), "SAME")
+  y_bar = _random(2, (2, 5, 4, 4))
+
+  @jax.jit
+  def faces_and_reference(x, w, y_bar):
+    y, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, (2, 2), "SAME"), x, w)
+    faces = correlate(x, w, geometry), scatter(y_bar, w, geometry), weight(x, y_bar, geometry)
+    return faces, (y, *vjp(y_bar))
+
+  for mine, reference in zip(*faces_and_reference(x, w, y_bar)):
+    _assert_close(mine, reference)
+
+
+def test_lowered_cpu_code_has_no_convolution():
+  """On XLA:CPU every face, and the penalty's double backward, is matrix products."""
+  x, w = _random(0, (2, 8, 8, 3)), _random(1, (5, 5, 3, 4))
+  penalty_grad = jax.jit(jax.grad(_penalty, argnums=(1, 2)), static_argnums=0)
+  hlo = penalty_grad.lower(lambda x, w: conv.conv2d(x, w, (2, 2)), w, x).compile().as_text()
+  assert " convolution(" not in hlo and " dot(" in hlo
+  reference_hlo = penalty_grad.lower(lambda x, w: _lax_conv(x, w, (2, 2), "SAME"), w, x).compile().as_text()
+  assert " convolution(" in reference_hlo
+
+
+class _Net(nn.Module):
+  """Every layer kind and option the models use, in one module."""
+  conv_cls: type
+  conv_transpose_cls: type
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(self.conv_transpose_cls(6, (5, 5), strides=(2, 2))(x))
+    x = nn.relu(self.conv_cls(5, (3, 3))(x))
+    x = self.conv_cls(4, (1, 1), use_bias=False)(x)
+    x = self.conv_transpose_cls(3, (3, 3), transpose_kernel=True)(x)
+    return self.conv_cls(2, (5, 5), strides=(2, 2))(x)
+
+
+class _ReferenceConv(nn.Conv):
+  padding: str = "SAME"
+
+
+class _ReferenceConvTranspose(nn.ConvTranspose):
+  padding: str = "SAME"
+
+
+# Flax names submodules after their class: these keep the parameter names of layers.Conv/ConvTranspose.
+PlainConv = type("Conv", (_ReferenceConv,), {})
+PlainConvTranspose = type("ConvTranspose", (_ReferenceConvTranspose,), {})
+
+
+def test_layers_have_flax_parameters_and_outputs():
+  x = _random(0, (2, 5, 7, 3))
+  mine, reference = _Net(layers.Conv, layers.ConvTranspose), _Net(PlainConv, PlainConvTranspose)
+  variables = mine.init(jax.random.key(1), x)
+  reference_variables = reference.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference_variables)
+  for leaf, reference_leaf in zip(jax.tree.leaves(variables), jax.tree.leaves(reference_variables)):
+    np.testing.assert_array_equal(leaf, reference_leaf)  # same names, shapes and initialisers
+  _assert_close(jax.jit(mine.apply)(variables, x), jax.jit(reference.apply)(variables, x))
+
+
+def test_layers_compute_in_the_requested_dtype():
+  x = _random(0, (2, 8, 8, 3))
+  layer = layers.Conv(4, (5, 5), strides=(2, 2), dtype=jnp.bfloat16)
+  variables = layer.init(jax.random.key(0), x)
+  assert variables["params"]["kernel"].dtype == jnp.float32
+  y = layer.apply(variables, x)
+  assert y.dtype == jnp.bfloat16
+  _assert_close(y.astype(jnp.float32), _ReferenceConv(4, (5, 5), strides=(2, 2)).apply(variables, x), rtol=2e-2)
+
+
+def test_unsupported_options_are_refused():
+  x = _random(0, (2, 8, 8, 3))
+  with pytest.raises(NotImplementedError):
+    layers.Conv(4, (3, 3), kernel_dilation=2).init(jax.random.key(0), x)
+  with pytest.raises(NotImplementedError):
+    layers.Conv(4, (3, 3), feature_group_count=3).init(jax.random.key(0), x)
+
+
+def _use_plain_flax_layers(monkeypatch):
+  """Swaps the models' layers for flax's own, keeping the class names (and so the parameter names)."""
+  for module in (dcgan, resnet):
+    monkeypatch.setattr(module, "Conv", PlainConv)
+  monkeypatch.setattr(dcgan, "ConvTranspose", PlainConvTranspose)
+
+
+@pytest.mark.parametrize("model, resolution", [("dcgan", 16), ("resnet", 16)])
+def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolution):
+  """The critic loss and its parameter gradients (double backward) equal those of plain flax layers."""
+  config = common.base_config()
+  config.update(kind="image", model=model, width=8, resolution=resolution, channels=3)
+  models = build_models(config)
+  real, fake = _random(0, (4, resolution, resolution, 3)), _random(1, (4, resolution, resolution, 3))
+  params = models.critic.init(jax.random.key(2), real)["params"]
+
+  def loss_and_grads():
+    loss_fn = lambda p: losses.wgan_gp_critic_loss(
+        lambda x: models.critic.apply({"params": p}, x), real, fake, jax.random.key(3))[0]
+    return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+  loss, grads = loss_and_grads()
+  _use_plain_flax_layers(monkeypatch)
+  reference_loss, reference_grads = loss_and_grads()
+  _assert_close(loss, reference_loss, rtol=1e-5)
+  _assert_close(grads, reference_grads, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "resnet"])
+def test_generator_outputs_and_gradients_match_plain_flax(monkeypatch, model):
+  config = common.base_config()
+  config.update(kind="image", model=model, width=8, resolution=16, channels=3, latent_dim=16)
+  models = build_models(config)
+  z = _random(0, (4, 16))
+  variables = models.generator.init(jax.random.key(1), z, train=False)
+  direction = _random(2, (4, 16, 16, 3))
+
+  def samples_and_grads():
+    def objective(params):
+      samples, _ = models.generator.apply({**variables, "params": params}, z, train=True, mutable=["batch_stats"])
+      return jnp.vdot(samples, direction), samples
+    return jax.jit(jax.value_and_grad(objective, has_aux=True))(variables["params"])
+
+  (_, samples), grads = samples_and_grads()
+  _use_plain_flax_layers(monkeypatch)
+  (_, reference_samples), reference_grads = samples_and_grads()
+  _assert_close(samples, reference_samples)
+  _assert_close(grads, reference_grads, rtol=1e-5)

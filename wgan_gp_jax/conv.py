@@ -1,0 +1,280 @@
+r"""2-D convolutions as explicit matrix products, with first and second derivatives to match.
+
+A strided convolution, its transpose and its weight gradient are three faces of
+one trilinear form. Per spatial axis, with kernel size ``k``, stride ``s`` and
+low padding ``L``, a high-resolution signal ``x`` (length ``H``), a kernel ``w``
+and a low-resolution signal ``y`` (length ``h``) meet in
+
+.. math::
+  T(x, w, y) = \sum_{o < h} \sum_{t < k} \sum_{c, d} x_{s o + t - L,\, c}\; w_{t, c, d}\; y_{o, d},
+
+where terms whose ``x`` index falls outside ``[0, H)`` are the zero padding.
+Its three partial gradients are the three operations a WGAN-GP step needs:
+
+* ``correlate(x, w) = dT/dy``: the convolution (``lax.conv_general_dilated``);
+* ``scatter(y, w) = dT/dx``: the transposed convolution, i.e. the input gradient;
+* ``weight(x, y) = dT/dw``: the weight gradient.
+
+The derivatives of each are the other two (``T`` is linear in each argument), so
+the penalty's double backward through a critic stays inside this family. Each
+operation is a ``jax.custom_vjp`` whose backward pass calls the others, and each
+is one matrix product plus data movement on XLA:CPU:
+
+* ``correlate``: gather the ``k*k`` shifted, strided windows of the padded input
+  into a patch matrix ``(N h w, k k C)`` and multiply by the kernel as a
+  ``(k k C, D)`` matrix (im2col);
+* ``scatter``: multiply ``y`` by the transposed kernel matrix to get one
+  contribution per (output pixel, tap), then add the contributions up
+  (col2im). Writing the tap ``t = s u + r`` splits the sum into ``ceil(k/s)^2``
+  shifted additions on the space-to-depth grid (sub-pixel form), with no strided
+  writes;
+* ``weight``: the patch matrix, transposed, times ``y``.
+
+XLA:CPU turns its native strided and transposed convolutions and their
+gradients into slow loops (a few GFLOP/s), while matrix products run near the
+machine's peak; on GPU and TPU the native convolutions are the fast ones, so
+each operation picks its implementation per platform with
+``lax.platform_dependent``. Both are the same function, checked by the tests
+against ``lax.conv_general_dilated`` and its autodiff.
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """One spatial axis of the trilinear form: ``x`` index ``s * o + t - low_padding``."""
+  kernel: int
+  stride: int
+  low_padding: int
+  high_size: int  # length of x
+  low_size: int  # length of y
+
+  @property
+  def padded_size(self) -> int:
+    """Length of x padded so that every window of every output lies inside it."""
+    return self.stride * (self.low_size - 1) + self.kernel
+
+  @property
+  def high_padding(self) -> int:
+    """Padding after x (negative: x's tail is read by no window)."""
+    return self.padded_size - self.low_padding - self.high_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """The two spatial axes (height, width) of a convolution."""
+  height: Axis
+  width: Axis
+
+  @property
+  def axes(self) -> tuple[Axis, Axis]:
+    return self.height, self.width
+
+
+def conv_geometry(input_size: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int],
+                  padding: str | Sequence[tuple[int, int]]) -> Geometry:
+  """The geometry of ``lax.conv_general_dilated(x, w, strides, padding)`` for x of spatial size ``input_size``."""
+  if isinstance(padding, str):
+    pads = lax.padtype_to_pads(tuple(input_size), tuple(kernel_size), tuple(strides), padding)
+  else:
+    pads = [tuple(p) for p in padding]
+  axes = []
+  for size, k, s, (low, high) in zip(input_size, kernel_size, strides, pads):
+    if low < 0 or high < 0:
+      raise ValueError(f"negative padding is not supported, got {pads}.")
+    axes.append(Axis(k, s, low, size, (size + low + high - k) // s + 1))
+  return Geometry(*axes)
+
+
+def conv_transpose_geometry(input_size: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int],
+                            padding: str) -> Geometry:
+  """The geometry of ``lax.conv_transpose(y, K, strides, padding)`` seen as the transpose of a convolution.
+
+  ``lax.conv_transpose`` correlates the stride-dilated input, padded by
+  ``(a, b)``, with ``K``; with ``w = K`` flipped in space and its channel axes
+  swapped this is ``scatter(y, w)`` for low padding ``L = k - 1 - a`` and an
+  output of length ``(n - 1) s + 1 + a + b - k + 1``.
+  """
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}.")
+  axes = []
+  for size, k, s in zip(input_size, kernel_size, strides):
+    if padding == "SAME":
+      pad_length = k + s - 2
+      low = k - 1 if s > k - 1 else math.ceil(pad_length / 2)
+    else:
+      pad_length, low = 2 * (k - 1) + max(s - k, 0), k - 1
+    high = pad_length - low
+    output_size = (size - 1) * s + 1 + low + high - k + 1
+    axes.append(Axis(k, s, k - 1 - low, output_size, size))
+  return Geometry(*axes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# XLA:CPU: matrix products.
+
+
+def _patches(x: jax.Array, geometry: Geometry) -> jax.Array:
+  """The im2col matrix of x, shape ``(N, h, w, kh * kw * C)``, taps ordered like an HWIO kernel."""
+  height, width = geometry.axes
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (height.low_padding, height.high_padding, 0),
+                                          (width.low_padding, width.high_padding, 0), (0, 0, 0)])
+  n, _, _, channels = x.shape
+  windows = [
+      lax.slice(x, (0, i, j, 0), (n, i + height.stride * (height.low_size - 1) + 1,
+                                  j + width.stride * (width.low_size - 1) + 1, channels),
+                (1, height.stride, width.stride, 1))
+      for i in range(height.kernel) for j in range(width.kernel)
+  ]
+  return jnp.stack(windows, axis=3).reshape(n, height.low_size, width.low_size, -1)
+
+
+def _correlate_matmul(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  patches = _patches(x, geometry)
+  return jnp.dot(patches, w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def _weight_matmul(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
+  patches = _patches(x, geometry)
+  height, width = geometry.axes
+  w = lax.dot_general(patches, y, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
+  return w.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
+
+
+def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  height, width = geometry.axes
+  n, h, wd, _ = y.shape
+  channels = w.shape[2]
+  contributions = lax.dot_general(y, w, (((3,), (3,)), ((), ())), preferred_element_type=jnp.float32)
+  contributions = contributions.astype(y.dtype)  # (N, h, w, kh, kw, C)
+  # Tap t = s u + r: pad the taps to a multiple of the stride, then the contribution of
+  # output o, tap (u, r) lands on space-to-depth cell o + u, phase r.
+  uh, uw = -(-height.kernel // height.stride), -(-width.kernel // width.stride)
+  contributions = jnp.pad(contributions, [(0, 0)] * 3 + [(0, uh * height.stride - height.kernel),
+                                                         (0, uw * width.stride - width.kernel), (0, 0)])
+  contributions = contributions.reshape(n, h, wd, uh, height.stride, uw, width.stride, channels)
+  total = None
+  for a in range(uh):
+    for b in range(uw):
+      piece = contributions[:, :, :, a, :, b, :, :].transpose(0, 1, 3, 2, 4, 5)  # (N, h, sh, w, sw, C)
+      piece = jnp.pad(piece, [(0, 0), (a, uh - 1 - a), (0, 0), (b, uw - 1 - b), (0, 0), (0, 0)])
+      total = piece if total is None else total + piece
+  padded = total.reshape(n, (h + uh - 1) * height.stride, (wd + uw - 1) * width.stride, channels)
+  return lax.pad(padded, jnp.zeros((), y.dtype), [
+      (0, 0, 0), (-height.low_padding, height.high_size + height.low_padding - padded.shape[1], 0),
+      (-width.low_padding, width.high_size + width.low_padding - padded.shape[2], 0), (0, 0, 0)])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Other platforms: the native convolution and its exact transposes.
+
+
+def _native_padding(geometry: Geometry) -> list[tuple[int, int]]:
+  return [(axis.low_padding, axis.high_padding) for axis in geometry.axes]
+
+
+def _correlate_native(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  return lax.conv_general_dilated(x, w, tuple(a.stride for a in geometry.axes), _native_padding(geometry),
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _x_shape(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((y.shape[0], geometry.height.high_size, geometry.width.high_size, w.shape[2]), y.dtype)
+
+
+def _scatter_native(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  transpose = jax.linear_transpose(lambda x: _correlate_native(x, w, geometry), _x_shape(y, w, geometry))
+  return transpose(y)[0]
+
+
+def _weight_native(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
+  shape = jax.ShapeDtypeStruct((geometry.height.kernel, geometry.width.kernel, x.shape[-1], y.shape[-1]), x.dtype)
+  transpose = jax.linear_transpose(lambda w: _correlate_native(x, w, geometry), shape)
+  return transpose(y)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The three faces of T, each differentiable to any order through the other two.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def correlate(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  """``y[o] = sum_t x[s o + t - L] w[t]``: the convolution, NHWC x HWIO -> NHWC."""
+  return lax.platform_dependent(x, w, cpu=functools.partial(_correlate_matmul, geometry=geometry),
+                                default=functools.partial(_correlate_native, geometry=geometry))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def scatter(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  """``x[j] = sum_{s o + t - L = j} y[o] w[t]^T``: the transposed convolution (input gradient of ``correlate``)."""
+  return lax.platform_dependent(y, w, cpu=functools.partial(_scatter_matmul, geometry=geometry),
+                                default=functools.partial(_scatter_native, geometry=geometry))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def weight(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
+  """``w[t] = sum_o x[s o + t - L]^T y[o]``: the weight gradient of ``correlate``."""
+  return lax.platform_dependent(x, y, cpu=functools.partial(_weight_matmul, geometry=geometry),
+                                default=functools.partial(_weight_native, geometry=geometry))
+
+
+def _correlate_fwd(x, w, geometry):
+  return correlate(x, w, geometry), (x, w)
+
+
+def _correlate_bwd(geometry, residuals, y_bar):
+  x, w = residuals
+  return scatter(y_bar, w, geometry), weight(x, y_bar, geometry)
+
+
+def _scatter_fwd(y, w, geometry):
+  return scatter(y, w, geometry), (y, w)
+
+
+def _scatter_bwd(geometry, residuals, x_bar):
+  y, w = residuals
+  return correlate(x_bar, w, geometry), weight(x_bar, y, geometry)
+
+
+def _weight_fwd(x, y, geometry):
+  return weight(x, y, geometry), (x, y)
+
+
+def _weight_bwd(geometry, residuals, w_bar):
+  x, y = residuals
+  return scatter(y, w_bar, geometry), correlate(x, w_bar, geometry)
+
+
+correlate.defvjp(_correlate_fwd, _correlate_bwd)
+scatter.defvjp(_scatter_fwd, _scatter_bwd)
+weight.defvjp(_weight_fwd, _weight_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The lax-compatible entry points used by the layers.
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+           padding: str | Sequence[tuple[int, int]] = "SAME") -> jax.Array:
+  """``lax.conv_general_dilated(x, kernel, strides, padding)`` for NHWC inputs and HWIO kernels."""
+  geometry = conv_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
+  return correlate(x, kernel, geometry)
+
+
+def conv2d_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+                     padding: str = "SAME") -> jax.Array:
+  """``lax.conv_transpose(x, kernel, strides, padding)`` (``transpose_kernel=False``), NHWC and HWIO."""
+  geometry = conv_transpose_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
+  # lax.conv_transpose correlates with K unflipped; as the transpose of a convolution the
+  # kernel is K flipped in space with its input and output channels swapped.
+  return scatter(x, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), geometry)
