@@ -21,7 +21,7 @@ TOY_CONFIG_FILE = "experiments/configs/toy_8gaussians.py"
 IMAGE_CONFIG_FILE = "experiments/configs/celeba32.py"
 
 # The paper's toy setting (linear learning-rate decay included), small enough for a few seconds on a CPU.
-TOY_OVERRIDES = {"width": 16, "batch_size": 32, "num_steps": 60, "log_every": 5, "checkpoint_every": 5,
+TOY_OVERRIDES = {"width": 16, "batch_size": 32, "num_steps": 40, "log_every": 5, "checkpoint_every": 5,
                  "figure_every": 10**6, "num_fixed_samples": 16}
 
 

@@ -76,13 +76,13 @@ def test_two_processes_of_four_devices_train_as_one_of_eight_through_a_preemptio
   for index, (status, stderr) in enumerate(_finish(_start_two_processes(workdir, two_processes))):
     assert status == 0, stderr[-3000:]
     assert f"resuming from the checkpoint at generator step {stopped_at}" in stderr
-    assert f"training on 8 devices, process {index} of 2" in stderr
+    assert f"training on 8 device(s), process {index} of 2" in stderr
 
   one_process = subprocess.run(
       train_command(CONFIG_FILE, tmp_path / "one_process", OVERRIDES), cwd=REPO_ROOT, capture_output=True, text=True,
       env=subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=8"), timeout=300)
   assert one_process.returncode == 0, one_process.stderr[-3000:]
-  assert "training on 8 devices, process 0 of 1" in one_process.stderr
+  assert "training on 8 device(s), process 0 of 1" in one_process.stderr
 
   # Logs come from process 0 alone: one line per step.
   assert _logged_lines(workdir) == NUM_STEPS

@@ -1,4 +1,4 @@
-"""``python -m experiments.train`` whose checkpoint commits each wait a second before the final rename.
+"""``python -m experiments.train`` whose checkpoint commits each wait half a second before the final rename.
 
 The wait widens the moment a save is in progress, so that a test can kill the process during a save without
 depending on luck. Nothing else changes: what is written, and when it counts as complete, is orbax's as always.
@@ -10,7 +10,7 @@ import sys
 
 from orbax.checkpoint._src.path import atomicity
 
-COMMIT_DELAY_SECONDS = 1.0
+COMMIT_DELAY_SECONDS = 0.5
 _commit = atomicity.AtomicRenameTemporaryPath.finalize
 
 

@@ -72,13 +72,14 @@ def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -
   """One line per key outside ``RESUMABLE_CHANGES`` whose value differs, sorted by key."""
   saved, requested = _flatten(saved), _flatten(requested)
   missing = object()
+
+  def describe(value: Any) -> str:
+    return "absent" if value is missing else repr(value)
+
   lines = []
   for key in sorted(saved.keys() | requested.keys()):
-    if key in RESUMABLE_CHANGES:
-      continue
     before, after = saved.get(key, missing), requested.get(key, missing)
-    if before != after:
-      describe = lambda value: "absent" if value is missing else repr(value)
+    if key not in RESUMABLE_CHANGES and before != after:
       lines.append(f"{key}: {describe(before)} in the checkpoint, {describe(after)} now")
   return lines
 
@@ -98,7 +99,7 @@ def check_can_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], *, 
 def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoints: int) -> None:
   """Raises ``CheckpointError`` now, before any training step, if ``workdir`` cannot hold this run's checkpoints.
 
-  At its peak a run holds ``keep_checkpoints`` checkpoints and the one being written.
+  At its peak a run holds ``keep_checkpoints`` checkpoints and the one being written; those already there count.
   """
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -107,12 +108,15 @@ def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoi
     probe.unlink()
   except OSError as error:
     raise CheckpointError(f"cannot write to the work directory {workdir}: {error.strerror or error}") from error
-  needed = (keep_checkpoints + 1) * checkpoint_bytes + _FREE_SPACE_MARGIN
+  checkpoints_dir = workdir / "checkpoints"
+  existing = sum(path.name.isdigit() for path in checkpoints_dir.iterdir()) if checkpoints_dir.is_dir() else 0
+  more = max(1, keep_checkpoints + 1 - existing)
+  needed = more * checkpoint_bytes + _FREE_SPACE_MARGIN
   free = shutil.disk_usage(workdir).free
   if free < needed:
     raise CheckpointError(
         f"not enough free space for the checkpoints in {workdir}: {free / _MIB:.1f} MiB free, this run needs about"
-        f" {needed / _MIB:.1f} MiB ({keep_checkpoints + 1} checkpoints of {checkpoint_bytes / _MIB:.1f} MiB, and"
+        f" {needed / _MIB:.1f} MiB ({more} more checkpoint(s) of {checkpoint_bytes / _MIB:.1f} MiB, and"
         f" {_FREE_SPACE_MARGIN // _MIB} MiB for logs and pictures)")
 
 

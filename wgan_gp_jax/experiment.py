@@ -240,14 +240,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       state = jax.jit(lambda: train_lib.init_state(config, models), out_shardings=replicated)()
       start_step = 0
     else:
-      start_step, state, _ = restored
-      logging.info("resuming from the checkpoint at generator step %d", start_step)
+      start_step, state, saved_config = restored
+      if start_step >= config.num_steps:
+        logging.info("the checkpoint is at generator step %d and num_steps is %d: nothing to train", start_step,
+                     config.num_steps)
+      else:
+        logging.info("resuming from the checkpoint at generator step %d, to step %d", start_step, config.num_steps)
+      if config.linear_decay and config.num_steps != saved_config.num_steps:
+        logging.warning(
+            "num_steps was %d and is now %d: with linear_decay the learning rates now fall to 0 at step %d, so this"
+            " run continues the checkpoint's rather than repeating a %d-step run", saved_config.num_steps,
+            config.num_steps, config.num_steps, config.num_steps)
     if jax.process_index() == 0:
       _write_config(workdir, config)
       _truncate_log(log_path, start_step)
 
-    logging.info("training on %d devices, process %d of %d", mesh.size, jax.process_index(), jax.process_count())
-    batches = image_batches or _toy_batches(config, data_sharding, state.key, start_step)
+    logging.info("training on %d device(s), process %d of %d", mesh.size, jax.process_index(), jax.process_count())
+    if image_batches is None:
+      batches = _toy_batches(config, data_sharding, state.key, start_step)
+    else:
+      batches = image_batches
     iteration = train_lib.compile_train_iteration(config, models, mesh)
     non_finite = _NonFiniteWatch(replicated)
     started = time.perf_counter()
@@ -256,10 +268,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       non_finite.note(metrics, state)
       stop_signal = stop_requests.signal_at(step)
       is_last = step == config.num_steps
-      should_save = step % config.checkpoint_every == 0 or is_last or stop_signal is not None
-      should_log = step % config.log_every == 0 or should_save
+      regular_save = step % config.checkpoint_every == 0 or is_last
+      should_save = regular_save or stop_signal is not None
+      # Not on a signal's save: the log of a stopped and resumed run reads as if it had never stopped.
+      should_log = step % config.log_every == 0 or regular_save
       should_draw = step % config.figure_every == 0 or is_last
-      if should_log or should_draw:
+      if should_log or should_draw or should_save:
         # Waits for the step. Past this check the state is finite: it may be logged, drawn and saved.
         non_finite.check(checkpoints.latest_step())
       if should_log:
