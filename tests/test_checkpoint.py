@@ -3,6 +3,7 @@ killed by SIGKILL at random moments, unreadable checkpoints, refused config chan
 saves and unusable work directories. (Several processes: test_multihost.py; toy resume: test_train.py.)"""
 
 import asyncio
+import json
 import logging
 import os
 import pathlib
@@ -17,7 +18,7 @@ import types
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint.path import atomicity
 
 from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, assert_same_run,
                                 assert_same_state, compilation_cache, image_config, image_overrides, metrics_without_time,
@@ -70,7 +71,7 @@ def _logged_steps(workdir: pathlib.Path) -> list[int]:
   path = workdir / "metrics.jsonl"
   # A line being written may be incomplete: count complete lines only.
   lines = path.read_text().split("\n")[:-1] if path.exists() else []
-  return [int(line.split('"step": ')[1].split(",")[0]) for line in lines]
+  return [json.loads(line)["step"] for line in lines]
 
 
 def test_image_run_stopped_halfway_and_resumed_is_bit_identical(image_reference, face_folder, data_dir, tmp_path):

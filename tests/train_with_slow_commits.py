@@ -8,7 +8,7 @@ import asyncio
 import runpy
 import sys
 
-from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint.path import atomicity
 
 COMMIT_DELAY_SECONDS = 0.5
 _commit = atomicity.AtomicRenameTemporaryPath.finalize
