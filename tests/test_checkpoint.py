@@ -21,8 +21,8 @@ import pytest
 from orbax.checkpoint.path import atomicity
 
 from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, assert_same_run,
-                                assert_same_state, compilation_cache, image_config, image_overrides, metrics_without_time,
-                                subprocess_env, toy_config, train_command)
+                                assert_same_state, compilation_cache, image_config, image_overrides,
+                                metrics_without_time, subprocess_env, toy_config, train_command)
 from wgan_gp_jax import checkpoint, experiment, preemption
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
@@ -242,8 +242,8 @@ def test_a_nan_in_a_batch_stops_the_run_naming_the_step_and_keeps_the_last_good_
     experiment.train_and_evaluate(toy_config(num_steps=20, checkpoint_every=5, log_every=10), tmp_path)
   assert str(error.value) == (
       "non-finite critic_grad_norm, critic_loss, fake_score, generator_grad_norm, generator_loss, gradient_norm,"
-      " gradient_penalty, real_score, wasserstein_estimate, state at generator step 7; the last good checkpoint, at"
-      " step 5, is kept and a restart resumes from it")
+      " gradient_penalty, real_score, wasserstein_estimate, training state at generator step 7; the last good"
+      " checkpoint, at step 5, is kept and a restart resumes from it")
   assert _checkpoint_steps(tmp_path) == [5]
   assert [record["step"] for record in metrics_without_time(tmp_path)] == [5]
   run = experiment.load_run(tmp_path)

@@ -40,7 +40,7 @@ from wgan_gp_jax.models import Models, build_models
 SAMPLE_STREAM = 3
 _SAMPLE_CHUNK = 1024
 # The name a non-finite state goes by in ``NonFiniteError``'s message, beside the metrics' names.
-STATE_QUANTITY = "state"
+STATE_QUANTITY = "training state"
 
 
 class NonFiniteError(RuntimeError):
