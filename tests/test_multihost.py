@@ -16,12 +16,12 @@ from checkpoint_testing import REPO_ROOT, compilation_cache, subprocess_env, tra
 from wgan_gp_jax import experiment
 
 CONFIG_FILE = "experiments/configs/toy_25gaussians.py"
-NUM_STEPS = 20
+NUM_STEPS = 12
 # Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are rounding
 # noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders. SGD keeps the
 # comparison about what the processes change: the losses, gradients and batch statistics.
 OVERRIDES = {"optimizer": "sgd", "learning_rate": 0.01, "width": 32, "batch_size": 16, "num_steps": NUM_STEPS,
-             "log_every": 1, "checkpoint_every": 10, "figure_every": 10**6, "num_fixed_samples": 16}
+             "log_every": 1, "checkpoint_every": 6, "figure_every": 10**6, "num_fixed_samples": 16}
 
 
 def _free_port() -> int:
