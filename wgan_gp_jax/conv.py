@@ -28,7 +28,7 @@ is one matrix product plus data movement on XLA:CPU:
   (col2im). Writing the tap ``t = s u + r`` splits the sum into ``ceil(k/s)^2``
   shifted additions on the space-to-depth grid (sub-pixel form), with no strided
   writes;
-* ``weight``: the patch matrix, transposed, times ``y``.
+* ``weight``: ``y`` transposed times the patch matrix.
 
 XLA:CPU turns its native strided and transposed convolutions and their
 gradients into slow loops (a few GFLOP/s), while matrix products run near the
@@ -124,19 +124,33 @@ def conv_transpose_geometry(input_size: Sequence[int], kernel_size: Sequence[int
 # XLA:CPU: matrix products.
 
 
-def _patches(x: jax.Array, geometry: Geometry) -> jax.Array:
-  """The im2col matrix of x, shape ``(N, h, w, kh * kw * C)``, taps ordered like an HWIO kernel."""
+def _pad_for_windows(x: jax.Array, geometry: Geometry) -> jax.Array:
   height, width = geometry.axes
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (height.low_padding, height.high_padding, 0),
-                                          (width.low_padding, width.high_padding, 0), (0, 0, 0)])
-  n, _, _, channels = x.shape
-  windows = [
-      lax.slice(x, (0, i, j, 0), (n, i + height.stride * (height.low_size - 1) + 1,
-                                  j + width.stride * (width.low_size - 1) + 1, channels),
-                (1, height.stride, width.stride, 1))
-      for i in range(height.kernel) for j in range(width.kernel)
-  ]
-  return jnp.stack(windows, axis=3).reshape(n, height.low_size, width.low_size, -1)
+  return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (height.low_padding, height.high_padding, 0),
+                                             (width.low_padding, width.high_padding, 0), (0, 0, 0)])
+
+
+def _window(padded: jax.Array, geometry: Geometry, i: int, j: int) -> jax.Array:
+  """The input pixels that tap (i, j) of every output reads: a strided slice, (N, h, w, C)."""
+  height, width = geometry.axes
+  n, _, _, channels = padded.shape
+  return lax.slice(padded, (0, i, j, 0), (n, i + height.stride * (height.low_size - 1) + 1,
+                                          j + width.stride * (width.low_size - 1) + 1, channels),
+                   (1, height.stride, width.stride, 1))
+
+
+def _patches(x: jax.Array, geometry: Geometry) -> jax.Array:
+  """The im2col matrix of x, shape ``(N, h, w, kh * kw * C)``, taps ordered like an HWIO kernel.
+
+  Stacked in two levels (taps of a kernel row, then rows): XLA:CPU fuses a
+  concatenation of at most 8 operands into one loop, but materialises every
+  operand of a wider one first.
+  """
+  height, width = geometry.axes
+  padded = _pad_for_windows(x, geometry)
+  rows = [jnp.stack([_window(padded, geometry, i, j) for j in range(width.kernel)], axis=3)
+          for i in range(height.kernel)]
+  return jnp.stack(rows, axis=3).reshape(x.shape[0], height.low_size, width.low_size, -1)
 
 
 def _correlate_matmul(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
@@ -147,8 +161,10 @@ def _correlate_matmul(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Arr
 def _weight_matmul(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
   patches = _patches(x, geometry)
   height, width = geometry.axes
-  w = lax.dot_general(patches, y, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
-  return w.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
+  # y^T @ patches, not patches^T @ y: the GEMM wants its contraction on the minor axis, and
+  # y (D columns) is cheaper to transpose than the patches (kh kw C columns).
+  w_t = lax.dot_general(y, patches, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
+  return w_t.T.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
 
 
 def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
@@ -157,19 +173,24 @@ def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array
   channels = w.shape[2]
   contributions = lax.dot_general(y, w, (((3,), (3,)), ((), ())), preferred_element_type=jnp.float32)
   contributions = contributions.astype(y.dtype)  # (N, h, w, kh, kw, C)
-  # Tap t = s u + r: pad the taps to a multiple of the stride, then the contribution of
-  # output o, tap (u, r) lands on space-to-depth cell o + u, phase r.
+  # Tap t = s u + r of output o lands on space-to-depth cell o + u, phase r: for each phase,
+  # a sum of shifted slices of the contributions; the phases then interleave (depth to space).
   uh, uw = -(-height.kernel // height.stride), -(-width.kernel // width.stride)
-  contributions = jnp.pad(contributions, [(0, 0)] * 3 + [(0, uh * height.stride - height.kernel),
-                                                         (0, uw * width.stride - width.kernel), (0, 0)])
-  contributions = contributions.reshape(n, h, wd, uh, height.stride, uw, width.stride, channels)
-  total = None
-  for a in range(uh):
-    for b in range(uw):
-      piece = contributions[:, :, :, a, :, b, :, :].transpose(0, 1, 3, 2, 4, 5)  # (N, h, sh, w, sw, C)
-      piece = jnp.pad(piece, [(0, 0), (a, uh - 1 - a), (0, 0), (b, uw - 1 - b), (0, 0), (0, 0)])
-      total = piece if total is None else total + piece
-  padded = total.reshape(n, (h + uh - 1) * height.stride, (wd + uw - 1) * width.stride, channels)
+  phases = []
+  for rh in range(height.stride):
+    row = []
+    for rw in range(width.stride):
+      total = jnp.zeros((n, h + uh - 1, wd + uw - 1, channels), y.dtype)
+      for a in range(uh):
+        for b in range(uw):
+          th, tw = height.stride * a + rh, width.stride * b + rw
+          if th < height.kernel and tw < width.kernel:
+            piece = contributions[:, :, :, th, tw, :]
+            total = total + jnp.pad(piece, [(0, 0), (a, uh - 1 - a), (b, uw - 1 - b), (0, 0)])
+      row.append(total)
+    phases.append(jnp.stack(row, axis=3))  # (N, H', W', sw, C)
+  interleaved = jnp.stack(phases, axis=2)  # (N, H', sh, W', sw, C)
+  padded = interleaved.reshape(n, (h + uh - 1) * height.stride, (wd + uw - 1) * width.stride, channels)
   return lax.pad(padded, jnp.zeros((), y.dtype), [
       (0, 0, 0), (-height.low_padding, height.high_size + height.low_padding - padded.shape[1], 0),
       (-width.low_padding, width.high_size + width.low_padding - padded.shape[2], 0), (0, 0, 0)])

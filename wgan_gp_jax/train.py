@@ -98,6 +98,82 @@ def critic_fn(models: Models, critic_params: Any) -> Callable[[jax.Array], jax.A
   return functools.partial(models.critic.apply, {"params": critic_params})
 
 
+def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Callable[[jax.Array, int], jax.Array]:
+  def latent(key: jax.Array, batch_size: int) -> jax.Array:
+    z = jax.random.normal(key, (batch_size, models.latent_dim), jnp.float32)
+    if batch_sharding is not None:
+      z = jax.lax.with_sharding_constraint(z, batch_sharding)
+    return z
+  return latent
+
+
+def make_critic_update(
+    config: ml_collections.ConfigDict,
+    models: Models,
+    *,
+    batch_sharding: NamedSharding | None = None,
+) -> Callable[[TrainState, Any, optax.OptState, jax.Array, jax.Array], tuple[Any, optax.OptState, Metrics]]:
+  """One critic update, ``(state, critic_params, critic_opt_state, real_batch, key) -> (critic_params, critic_opt_state, metrics)``.
+
+  The fakes come from ``state``'s generator (training-mode batch norm, its
+  statistics discarded); ``key`` draws their latents and the penalty's
+  interpolation coefficients.
+  """
+  _, critic_tx = make_optimizers(config)
+  latent = _latent_sampler(models, batch_sharding)
+
+  def critic_update(state, critic_params, critic_opt_state, real_batch, key):
+    z_key, penalty_key = jax.random.split(key)
+    fake, _ = generate(models, state, latent(z_key, real_batch.shape[0]), train=True)
+    fake = jax.lax.stop_gradient(fake)
+
+    def loss_fn(params):
+      return losses.wgan_gp_critic_loss(
+          critic_fn(models, params), real_batch, fake, penalty_key,
+          gp_weight=config.gp_weight, drift_weight=config.drift_weight)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic_params)
+    updates, critic_opt_state = critic_tx.update(grads, critic_opt_state, critic_params)
+    metrics["critic_grad_norm"] = optax.tree.norm(grads)
+    return optax.apply_updates(critic_params, updates), critic_opt_state, metrics
+
+  return critic_update
+
+
+def make_generator_update(
+    config: ml_collections.ConfigDict,
+    models: Models,
+    *,
+    batch_sharding: NamedSharding | None = None,
+) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, Metrics]]:
+  """One generator update against ``state.critic_params``, ``(state, key, batch_size) -> (state, metrics)``.
+
+  Updates the generator's parameters, optimizer state and batch-norm
+  statistics; ``state.step`` is left to the caller.
+  """
+  generator_tx, _ = make_optimizers(config)
+  latent = _latent_sampler(models, batch_sharding)
+
+  def generator_update(state, key, batch_size):
+    z = latent(key, batch_size)
+
+    def generator_loss_fn(params):
+      fake, batch_stats = generate(models, state.replace(generator_params=params), z, train=True)
+      loss = losses.wasserstein_generator_loss(models.critic.apply({"params": state.critic_params}, fake))
+      return loss, batch_stats
+
+    (generator_loss, batch_stats), grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(state.generator_params)
+    updates, generator_opt_state = generator_tx.update(grads, state.generator_opt_state, state.generator_params)
+    new_state = state.replace(
+        generator_params=optax.apply_updates(state.generator_params, updates),
+        generator_batch_stats=batch_stats,
+        generator_opt_state=generator_opt_state,
+    )
+    return new_state, {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads)}
+
+  return generator_update
+
+
 def make_train_iteration(
     config: ml_collections.ConfigDict,
     models: Models,
@@ -110,63 +186,28 @@ def make_train_iteration(
   ``batch_sharding``, when given, is the sharding of one batch ``(B, ...)``; the
   latent batches are constrained to it so each device works on its own examples.
   """
-  generator_tx, critic_tx = make_optimizers(config)
   n_critic = config.n_critic
-
-  def latent(key: jax.Array, batch_size: int) -> jax.Array:
-    z = jax.random.normal(key, (batch_size, models.latent_dim), jnp.float32)
-    if batch_sharding is not None:
-      z = jax.lax.with_sharding_constraint(z, batch_sharding)
-    return z
+  critic_update = make_critic_update(config, models, batch_sharding=batch_sharding)
+  generator_update = make_generator_update(config, models, batch_sharding=batch_sharding)
 
   def train_iteration(state: TrainState, real: jax.Array) -> tuple[TrainState, Metrics]:
     if real.shape[0] != n_critic:
       raise ValueError(f"real must hold n_critic={n_critic} batches on its first axis, got shape {real.shape}.")
-    batch_size = real.shape[1]
     step_key = stream_key(state.key, TRAIN_STREAM, state.step)
 
-    def critic_update(carry, inputs):
-      critic_params, critic_opt_state = carry
+    def scan_body(carry, inputs):
       real_batch, index = inputs
-      z_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, index))
-      fake, _ = generate(models, state, latent(z_key, batch_size), train=True)
-      fake = jax.lax.stop_gradient(fake)
-
-      def loss_fn(params):
-        return losses.wgan_gp_critic_loss(
-            critic_fn(models, params), real_batch, fake, penalty_key,
-            gp_weight=config.gp_weight, drift_weight=config.drift_weight)
-
-      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic_params)
-      updates, critic_opt_state = critic_tx.update(grads, critic_opt_state, critic_params)
-      metrics["critic_grad_norm"] = optax.tree.norm(grads)
-      return (optax.apply_updates(critic_params, updates), critic_opt_state), metrics
+      critic_params, critic_opt_state, metrics = critic_update(
+          state, *carry, real_batch, jax.random.fold_in(step_key, index))
+      return (critic_params, critic_opt_state), metrics
 
     (critic_params, critic_opt_state), critic_metrics = jax.lax.scan(
-        critic_update, (state.critic_params, state.critic_opt_state), (real, jnp.arange(n_critic)))
-
-    z = latent(jax.random.fold_in(step_key, n_critic), batch_size)
-
-    def generator_loss_fn(params):
-      fake, batch_stats = generate(models, state.replace(generator_params=params), z, train=True)
-      loss = losses.wasserstein_generator_loss(models.critic.apply({"params": critic_params}, fake))
-      return loss, batch_stats
-
-    (generator_loss, batch_stats), grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(state.generator_params)
-    updates, generator_opt_state = generator_tx.update(grads, state.generator_opt_state, state.generator_params)
-
+        scan_body, (state.critic_params, state.critic_opt_state), (real, jnp.arange(n_critic)))
+    state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
+    state, generator_metrics = generator_update(state, jax.random.fold_in(step_key, n_critic), real.shape[1])
     metrics = jax.tree.map(jnp.mean, critic_metrics)
-    metrics["generator_loss"] = generator_loss
-    metrics["generator_grad_norm"] = optax.tree.norm(grads)
-    new_state = state.replace(
-        step=state.step + 1,
-        generator_params=optax.apply_updates(state.generator_params, updates),
-        generator_batch_stats=batch_stats,
-        critic_params=critic_params,
-        generator_opt_state=generator_opt_state,
-        critic_opt_state=critic_opt_state,
-    )
-    return new_state, metrics
+    metrics.update(generator_metrics)
+    return state.replace(step=state.step + 1), metrics
 
   return train_iteration
 

@@ -1,0 +1,1 @@
+"""Reference implementations in other frameworks, for side-by-side benchmarks (optional dependencies)."""

@@ -1,0 +1,301 @@
+"""Times the compiled WGAN-GP steps and, with ``--compare torch``, the same steps in PyTorch in the same run.
+
+  python -m experiments.benchmark --config experiments/configs/bench_dcgan64.py \\
+      [--config.batch_size=512] [--compare torch] [--json results.json] [--steps 10] [--iterations 3]
+
+After compilation it measures the median wall time of
+
+* the critic step: one critic update (fakes from the generator, the loss on
+  real and fake, the gradient penalty with its double backward, Adam), as in
+  ``train.make_critic_update``;
+* the generator step: the generator through the critic and one Adam update
+  (``train.make_generator_update``);
+* the iteration: ``train.compile_train_iteration``, ``n_critic`` critic steps
+  and one generator step in one dispatch, state donated, data on the device;
+
+and prints images per second (for the iteration: ``(n_critic + 1) * B`` per
+iteration, so that it compares with the single steps), compile times, XLA's
+memory footprint, the FLOPs XLA counts in each program (for the iteration
+``n_critic`` critic steps plus a generator step: XLA counts a loop body once)
+and the GFLOP/s they imply as a fraction of the float32 matmul peak measured in
+the same run.
+
+``--compare torch`` loads the same weights into ``benchmarks.torch_dcgan``,
+checks that both compute the same losses, then times PyTorch (eager,
+channels_last) in rounds interleaved with JAX's, so that both see the same
+machine load, and prints the ratios. ``--json FILE`` writes everything, with
+the machine, versions and load averages.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from wgan_gp_jax import host
+
+host.keep_freed_memory()  # before JAX allocates anything
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from wgan_gp_jax import losses  # noqa: E402
+from wgan_gp_jax import train as train_lib  # noqa: E402
+from wgan_gp_jax.models import Models, build_models  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_COMPARE = flags.DEFINE_enum("compare", None, ["torch"], "Also time this framework's implementation.")
+_JSON = flags.DEFINE_string("json", None, "Write the figures to this JSON file.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed critic and generator steps per framework.")
+_ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed full iterations per framework.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Blocks the timed calls are split into, alternating frameworks.")
+flags.mark_flags_as_required(["config"])
+
+STEP_KINDS = ("critic", "generator", "iteration")
+
+
+def _call_times(fn: Callable[[], Any], calls: int) -> list[float]:
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def matmul_peak_gflops(size: int = 2048, calls: int = 7) -> float:
+  """The best float32 GFLOP/s of a ``size``-square matrix product on the default device."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.dot)
+  matmul(a, b).block_until_ready()
+  best = min(_call_times(lambda: matmul(a, b).block_until_ready(), calls))
+  return 2 * size**3 / best / 1e9
+
+
+def _compiled_figures(compiled) -> dict[str, float]:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
+  figures = {"flops": float(cost.get("flops", 0.0)) if cost else 0.0}
+  if memory is not None:
+    figures["xla_memory_bytes"] = float(memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                                        + memory.output_size_in_bytes - memory.alias_size_in_bytes)
+    figures["xla_temp_bytes"] = float(memory.temp_size_in_bytes)
+  return figures
+
+
+class JaxSteps:
+  """The three programs, compiled, with their state and device-resident data."""
+
+  def __init__(self, config, models: Models):
+    self.config = config
+    batch_size, n_critic = config.batch_size, config.n_critic
+    mesh = train_lib.make_mesh(config.num_devices or None)
+    self.state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(mesh))
+    shape = (n_critic, batch_size) + models.sample_shape
+    real = jax.random.uniform(jax.random.key(1), shape, jnp.float32, -1.0, 1.0)
+    self.real = jax.device_put(real, train_lib.iteration_data_sharding(mesh))
+    self.real_batch = self.real[0]
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    critic_update = train_lib.make_critic_update(config, models, batch_sharding=batch_sharding)
+    generator_update = train_lib.make_generator_update(config, models, batch_sharding=batch_sharding)
+
+    def critic_step(state, real_batch, key):
+      critic_params, critic_opt_state, metrics = critic_update(
+          state, state.critic_params, state.critic_opt_state, real_batch, key)
+      return state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state), metrics
+
+    def generator_step(state, key):
+      return generator_update(state, key, batch_size)
+
+    key = jax.random.key(2)
+    self.compile_seconds, self.figures, self.compiled = {}, {}, {}
+    programs = {
+        "critic": (jax.jit(critic_step, donate_argnums=0), (self.state, self.real_batch, key)),
+        "generator": (jax.jit(generator_step, donate_argnums=0), (self.state, key)),
+        "iteration": (train_lib.compile_train_iteration(config, models, mesh), (self.state, self.real)),
+    }
+    for name, (jitted, args) in programs.items():
+      start = time.perf_counter()
+      self.compiled[name] = jitted.lower(*args).compile()
+      self.compile_seconds[name] = time.perf_counter() - start
+      self.figures[name] = _compiled_figures(self.compiled[name])
+    # XLA's cost analysis counts a loop body once: the iteration runs the critic's n_critic times.
+    self.figures["iteration"]["flops"] = (
+        n_critic * self.figures["critic"]["flops"] + self.figures["generator"]["flops"])
+    self._key = key
+
+  def run(self, name: str) -> None:
+    """One call of a program; its state output feeds the next call (the input was donated)."""
+    self._key, key = jax.random.split(self._key)
+    if name == "critic":
+      self.state, metrics = self.compiled["critic"](self.state, self.real_batch, key)
+    elif name == "generator":
+      self.state, metrics = self.compiled["generator"](self.state, key)
+    else:
+      self.state, metrics = self.compiled["iteration"](self.state, self.real)
+    jax.block_until_ready((self.state, metrics))
+
+
+class TorchSteps:
+  """``benchmarks.torch_dcgan`` with the JAX state's weights, on the same data."""
+
+  def __init__(self, config, jax_steps: JaxSteps):
+    import torch  # optional dependency
+    from benchmarks import torch_dcgan
+
+    if config.model != "dcgan" or config.layer_norm:
+      raise app.UsageError("--compare torch implements the DCGAN critic without layer norm only.")
+    self.torch_dcgan = torch_dcgan
+    self.model = torch_dcgan.WGANGP(config.resolution, config.channels, config.width, config.latent_dim,
+                                    gp_weight=config.gp_weight, learning_rate=config.learning_rate,
+                                    b1=config.b1, b2=config.b2)
+    state = jax.device_get(jax_steps.state)
+    torch_dcgan.load_flax_params(self.model.generator, self.model.critic, state.generator_params,
+                                 state.generator_batch_stats, state.critic_params)
+    self.real = [torch_dcgan.to_torch_images(batch) for batch in np.asarray(jax_steps.real)]
+    self.batch_size = config.batch_size
+    self.threads = torch.get_num_threads()
+
+  def run(self, name: str) -> None:
+    if name == "critic":
+      self.model.critic_update(self.real[0])
+    elif name == "generator":
+      self.model.generator_update(self.batch_size)
+    else:
+      self.model.iteration(self.real)
+
+
+def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: TorchSteps) -> dict[str, float]:
+  """Critic loss, penalty and generator loss of both implementations from the same weights and inputs."""
+  import torch
+
+  state = jax_steps.state
+  real = jax_steps.real[0]
+  z = jax.random.normal(jax.random.key(3), (config.batch_size, config.latent_dim), jnp.float32)
+  penalty_key = jax.random.key(4)
+  fake, _ = train_lib.generate(models, state, z, train=True)
+  critic_loss, metrics = losses.wgan_gp_critic_loss(
+      train_lib.critic_fn(models, state.critic_params), real, fake, penalty_key, gp_weight=config.gp_weight)
+  generator_loss = losses.wasserstein_generator_loss(models.critic.apply({"params": state.critic_params}, fake))
+  # random_interpolates' coefficients, drawn the same way.
+  t = jax.random.uniform(penalty_key, (config.batch_size,) + (1,) * len(models.sample_shape), jnp.float32)
+
+  model = torch_steps.model
+  torch_z = torch.from_numpy(np.array(z))
+  torch_fake = model.generator(torch_z).detach()
+  torch_critic_loss, torch_metrics = model.critic_loss(
+      torch_steps.real[0], torch_fake, torch.from_numpy(np.array(t)).permute(0, 3, 1, 2))
+  torch_generator_loss = model.generator_loss(torch_z)
+  pairs = {
+      "critic_loss": (critic_loss, torch_critic_loss),
+      "gradient_penalty": (metrics["gradient_penalty"], torch_metrics["gradient_penalty"]),
+      "generator_loss": (generator_loss, torch_generator_loss),
+  }
+  differences = {}
+  for name, (jax_value, torch_value) in pairs.items():
+    jax_value, torch_value = float(jax_value), float(torch_value.detach())
+    differences[name] = abs(jax_value - torch_value) / max(abs(jax_value), 1e-3)
+    print(f"  {name:18s} jax {jax_value:+.6f}  torch {torch_value:+.6f}  relative difference {differences[name]:.1e}")
+  if max(differences.values()) > 1e-4:
+    raise SystemExit("JAX and PyTorch disagree on the losses from the same weights: not comparing their speed.")
+  return differences
+
+
+def _machine() -> dict[str, Any]:
+  model = platform.processor()
+  try:
+    with open("/proc/cpuinfo") as cpuinfo:
+      model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  versions = {"python": platform.python_version()}
+  for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+    module = sys.modules.get(package)
+    if module is not None:
+      versions[package] = getattr(module, "__version__", "?")
+  return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+          "devices": [str(device) for device in jax.devices()], "versions": versions,
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  models = build_models(config)
+  batch_size, n_critic = config.batch_size, config.n_critic
+  images = {"critic": batch_size, "generator": batch_size, "iteration": (n_critic + 1) * batch_size}
+  results: dict[str, Any] = {"config": config.to_dict(), "load_average_start": os.getloadavg()}
+  print(f"{config.model} {config.resolution}x{config.resolution} width {config.width}, batch {batch_size}, "
+        f"n_critic {n_critic}, on {jax.devices()[0].platform} (load average {os.getloadavg()[0]:.2f})")
+
+  peaks = [matmul_peak_gflops()]
+  jax_steps = JaxSteps(config, models)
+  results["jax_max_rss_bytes_after_compile"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  frameworks = {"jax": jax_steps}
+  if _COMPARE.value == "torch":
+    print("same weights, same inputs:")
+    frameworks["torch"] = TorchSteps(config, jax_steps)
+    results["loss_relative_differences"] = check_same_losses(config, models, jax_steps, frameworks["torch"])
+
+  times: dict[str, dict[str, list[float]]] = {framework: {kind: [] for kind in STEP_KINDS} for framework in frameworks}
+  for kind in STEP_KINDS:
+    calls = _ITERATIONS.value if kind == "iteration" else _STEPS.value
+    for steps in frameworks.values():
+      steps.run(kind)  # warm-up: first-call allocations, oneDNN primitive creation
+    for block in range(_ROUNDS.value):
+      block_calls = calls // _ROUNDS.value + (block < calls % _ROUNDS.value)
+      for framework, steps in frameworks.items():
+        times[framework][kind] += _call_times(lambda: steps.run(kind), block_calls)
+  peaks.append(matmul_peak_gflops())
+  peak = max(peaks)
+  results.update(machine=_machine(), load_average_end=os.getloadavg(), matmul_peak_gflops=peak,
+                 matmul_peak_measurements_gflops=peaks, max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+  print(f"float32 matmul peak measured: {peak:.1f} GFLOP/s (measurements {', '.join(f'{p:.1f}' for p in peaks)})")
+  header = f"{'step':10s} {'framework':9s} {'median s':>9s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+  print(header)
+  for kind in STEP_KINDS:
+    figures = jax_steps.figures[kind]
+    for framework in frameworks:
+      seconds = statistics.median(times[framework][kind])
+      img_per_s = images[kind] / seconds
+      gflops = figures["flops"] / seconds / 1e9
+      results[f"{framework}_{kind}_seconds" if framework != "jax" else f"{kind}_seconds"] = seconds
+      results[f"{framework}_{kind}_img_per_s" if framework != "jax" else f"{kind}_img_per_s"] = img_per_s
+      results[f"{framework}_{kind}_times" if framework != "jax" else f"{kind}_times"] = times[framework][kind]
+      if framework == "jax":
+        results[f"{kind}_gflops"] = gflops
+        results[f"{kind}_fraction_of_peak"] = gflops / peak
+      print(f"{kind:10s} {framework:9s} {seconds:9.4f} {img_per_s:8.1f} {gflops:8.1f} {gflops / peak:8.1%}")
+    if "torch" in frameworks:
+      ratio = results[f"torch_{kind}_seconds"] / results[f"{kind}_seconds"]
+      results[f"{kind}_speedup_over_torch"] = ratio
+      print(f"{kind:10s} jax / torch speed: {ratio:.2f}x")
+  for kind in STEP_KINDS:
+    figures = jax_steps.figures[kind]
+    results[f"{kind}_compile_seconds"] = jax_steps.compile_seconds[kind]
+    results[f"{kind}_xla_flops"] = figures["flops"]
+    results[f"{kind}_xla_memory_bytes"] = figures.get("xla_memory_bytes")
+    memory = figures.get("xla_memory_bytes")
+    print(f"{kind:10s} compile {jax_steps.compile_seconds[kind]:6.1f} s, XLA FLOPs {figures['flops'] / 1e9:7.1f} G, "
+          f"XLA memory {memory / 2**20 if memory else float('nan'):7.1f} MiB")
+  print(f"process peak RSS {results['max_rss_bytes'] / 2**20:.0f} MiB "
+        f"(JAX alone, after compiling: {results['jax_max_rss_bytes_after_compile'] / 2**20:.0f} MiB); "
+        f"load average {results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
+  if _JSON.value:
+    with open(_JSON.value, "w") as file:
+      json.dump(results, file, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
