@@ -5,8 +5,6 @@ import pytest
 import scipy.linalg
 import scipy.special
 import scipy.stats
-import sklearn.metrics.pairwise
-import sklearn.neighbors
 
 from wgan_gp_jax.metrics import fid, inception_score, kid, precision_recall
 
@@ -109,11 +107,12 @@ def test_fid_refuses_covariance_whose_root_is_imaginary():
 # KID.
 
 def test_polynomial_kernel_matches_scikit_learn():
+  sklearn_pairwise = pytest.importorskip("sklearn.metrics.pairwise", reason="the reference kernel")
   rng = np.random.default_rng(6)
   x, y = rng.standard_normal((7, 5)), rng.standard_normal((9, 5))
   np.testing.assert_allclose(
     kid.polynomial_kernel(x, y),
-    sklearn.metrics.pairwise.polynomial_kernel(x, y, degree=3, gamma=1 / 5, coef0=1), rtol=1e-12)
+    sklearn_pairwise.polynomial_kernel(x, y, degree=3, gamma=1 / 5, coef0=1), rtol=1e-12)
 
 
 def test_mmd2_unbiased_matches_brute_force_sum():
@@ -162,8 +161,9 @@ def test_kid_clips_subset_size_and_refuses_bad_shapes():
 # Precision and recall.
 
 def test_knn_radii_match_scikit_learn_nearest_neighbours():
+  neighbors = pytest.importorskip("sklearn.neighbors", reason="the reference nearest neighbours")
   x = np.random.default_rng(10).standard_normal((300, 6))
-  dist, _ = sklearn.neighbors.NearestNeighbors(n_neighbors=4).fit(x).kneighbors(x)
+  dist, _ = neighbors.NearestNeighbors(n_neighbors=4).fit(x).kneighbors(x)
   np.testing.assert_allclose(precision_recall.knn_radii(x, k=3, batch_size=70), dist[:, 3], rtol=1e-9)
 
 
