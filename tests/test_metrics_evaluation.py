@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import evaluate
 from wgan_gp_jax import toy_data
 from wgan_gp_jax.data import images as images_lib
-from wgan_gp_jax.metrics import inception, reference
+from wgan_gp_jax.metrics import evaluation, inception, reference
 
 FAKE_PARAMS = types.SimpleNamespace(source="fake_weights.npz", has_logits=False)
 
@@ -96,16 +95,16 @@ def _image_run(folder, images):
 def test_evaluate_run_of_a_generator_that_returns_real_images_scores_like_real_data(
     image_folder, tmp_path, fake_inception):
   real = images_lib.load_folder_images(image_folder, resolution=16, crop=1.0)
-  results = evaluate.evaluate_run(_image_run(image_folder, real), metrics=["fid", "kid", "pr", "swd"],
-                                  num_samples=64, cache=str(tmp_path / "cache"))
+  results = evaluation.evaluate_run(_image_run(image_folder, real), metrics=["fid", "kid", "pr", "swd"],
+                                  num_samples=64, reference=image_folder, cache=str(tmp_path / "cache"))
   assert results["mode"] == "image" and results["num_real"] == 64 and results["num_fake"] == 64
   assert abs(results["fid"]) < 1e-6 and results["precision"] == results["recall"] == 1.0
   assert np.isfinite(results["kid"]) and np.isfinite(results["swd"])
   assert set(results["timings"]) >= {"inception_features", "fid", "kid", "pr", "swd", "sampling"}
 
   noise = np.random.default_rng(1).integers(0, 256, real.shape).astype(np.uint8)
-  worse = evaluate.evaluate_run(_image_run(image_folder, noise), metrics=["fid", "swd"],
-                                num_samples=64, cache=str(tmp_path / "cache"))
+  worse = evaluation.evaluate_run(_image_run(image_folder, noise), metrics=["fid", "swd"],
+                                num_samples=64, reference=image_folder, cache=str(tmp_path / "cache"))
   assert worse["fid"] > 100 * max(results["fid"], 1e-3) and worse["swd"] > results["swd"]
 
 
@@ -114,8 +113,8 @@ def test_evaluate_run_without_weights_still_reports_swd(image_folder, tmp_path, 
     raise RuntimeError("no package index")
   monkeypatch.setattr(inception, "load_inception", unavailable)
   real = images_lib.load_folder_images(image_folder, resolution=16, crop=1.0)
-  results = evaluate.evaluate_run(_image_run(image_folder, real), metrics=["fid", "swd"],
-                                  num_samples=32, cache=str(tmp_path / "cache"))
+  results = evaluation.evaluate_run(_image_run(image_folder, real), metrics=["fid", "swd"],
+                                  num_samples=32, reference=image_folder, cache=str(tmp_path / "cache"))
   assert "no package index" in results["inception_unavailable"]
   assert "fid" not in results and np.isfinite(results["swd"])
 
@@ -128,9 +127,9 @@ def test_evaluate_run_of_perfect_and_collapsed_toy_generators():
       x = np.asarray(toy_data.sample("8gaussians", jax.random.key(seed + 7), 4 * num))
       return x[keep(x)][:num]
     return types.SimpleNamespace(config=config, sample=sample)
-  perfect = evaluate.evaluate_run(toy_run(lambda x: np.ones(len(x), bool)), metrics=[], num_samples=500)
+  perfect = evaluation.evaluate_run(toy_run(lambda x: np.ones(len(x), bool)), metrics=[], num_samples=500)
   assert perfect["modes_covered"] == 8 and perfect["high_quality_fraction"] > 0.97
-  collapsed = evaluate.evaluate_run(toy_run(lambda x: x[:, 0] > 0.1), metrics=[], num_samples=500)
+  collapsed = evaluation.evaluate_run(toy_run(lambda x: x[:, 0] > 0.1), metrics=[], num_samples=500)
   assert collapsed["modes_covered"] == 3 and collapsed["high_quality_fraction"] > 0.97
   # Finite-sample W1 of a perfect generator is ~0.15 here (mode proportions fluctuate); moving 5/8 of
   # the mass to other modes costs far more.
@@ -152,9 +151,9 @@ def test_cli_real_floor_with_swd_writes_json(shared_data, tmp_path):
 def test_real_floor_caches_both_halves_and_reruns_without_the_network(image_folder, tmp_path, fake_inception):
   kw = dict(metrics=["fid", "kid", "pr", "swd"], num_samples=32, resolution=16, crop=1.0,
             reference=str(image_folder), cache=str(tmp_path / "cache"))
-  first = evaluate.real_floor(**kw)
+  first = evaluation.real_floor(**kw)
   assert fake_inception == [32, 32] and first["splits"] == ["0:32", "32:64"]
   assert first["fid"] > 0 and 0 < first["precision"] <= 1 and first["inception_images_per_second"] > 0
-  again = evaluate.real_floor(**kw)
+  again = evaluation.real_floor(**kw)
   assert fake_inception == [32, 32]  # Both halves read back from the cache.
   assert again["fid"] == first["fid"] and again["kid"] == first["kid"] and again["swd"] == first["swd"]

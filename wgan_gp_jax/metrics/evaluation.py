@@ -2,26 +2,38 @@
 
 :func:`evaluate_images` computes any of ``fid``, ``kid``, ``pr`` (precision/recall), ``is``
 (Inception Score, with pytorch-fid's weights) and ``swd`` and records how long each part took;
+:func:`evaluate_run` does so for a trained run (or the toy metrics for a toy run) and
+:func:`real_floor` for two halves of a real image folder (``experiments/evaluate.py`` is their CLI);
 :func:`quick_image_metric` is the weight-free SWD on a few hundred images that a training loop can
 afford every K steps (toy runs use :func:`wgan_gp_jax.metrics.toy.toy_metrics`).
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 import time
 from typing import Sequence
 
+from absl import logging
+import jax
 import numpy as np
+
+from wgan_gp_jax import toy_data
+from wgan_gp_jax.data import images as images_lib
 
 from wgan_gp_jax.metrics import fid as fid_lib
 from wgan_gp_jax.metrics import inception
 from wgan_gp_jax.metrics import inception_score as is_lib
 from wgan_gp_jax.metrics import kid as kid_lib
 from wgan_gp_jax.metrics import precision_recall as pr_lib
+from wgan_gp_jax.metrics import reference as reference_lib
 from wgan_gp_jax.metrics import swd as swd_lib
+from wgan_gp_jax.metrics import toy as toy_lib
 from wgan_gp_jax.metrics.reference import ReferenceFeatures
 
-__all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric"]
+__all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric",
+           "evaluate_run", "real_floor"]
 
 IMAGE_METRICS = ("fid", "kid", "pr", "is", "swd")
 INCEPTION_METRICS = ("fid", "kid", "pr", "is")
@@ -118,3 +130,101 @@ def quick_image_metric(fake: np.ndarray, real: np.ndarray, *, seed: int = 0) -> 
   """
   return swd_lib.sliced_wasserstein_distance(
     real, fake, descriptors_per_image=32, num_repeats=4, directions_per_repeat=64, seed=seed)
+
+
+def _load_params(metrics: list[str], results: dict, *, weights: str | None,
+                 cache: str | None) -> inception.InceptionParams | None:
+  if not any(m in INCEPTION_METRICS for m in metrics):
+    return None
+  try:
+    return inception.load_inception(weights, cache=cache)
+  except (RuntimeError, FileNotFoundError, ValueError) as error:
+    logging.warning("Inception metrics skipped: %s", error)
+    results["inception_unavailable"] = str(error)
+    return None
+
+
+def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
+                 reference: str | os.PathLike | None = None, reference_split: str = "all",
+                 crop: float | None = None, weights: str | None = None, cache: str | None = None,
+                 preprocessing: str = "pytorch_fid", batch_size: int = 50) -> dict:
+  """Metrics of ``run`` (``.config`` and ``.sample(num, seed)``, as ``experiment.load_run`` gives).
+
+  Toy runs get :func:`toy_lib.toy_metrics` against fresh real samples; image runs get ``metrics``
+  against the ``reference`` image folder, preprocessed with the run's resolution, crop and channels.
+
+  Raises:
+    ValueError: for an image run without a ``reference`` folder.
+  """
+  config = run.config
+  results: dict = {"mode": config.kind, "num_samples": num_samples, "seed": seed}
+  start = time.perf_counter()
+  if config.kind == "toy":
+    samples = np.asarray(run.sample(num_samples, seed))
+    real = np.asarray(toy_data.sample(config.toy_dataset, jax.random.key(seed + 1), num_samples))
+    mixture = toy_data.MIXTURES.get(config.toy_dataset)
+    results.update(toy_lib.toy_metrics(
+      samples, real, centres=None if mixture is None else mixture.centres,
+      std=None if mixture is None else mixture.std))
+    results["timings"] = {"toy_metrics": time.perf_counter() - start}
+    return results
+
+  if reference is None:
+    raise ValueError("an image run needs a reference image folder")
+  folder = pathlib.Path(reference)
+  crop = crop if crop is not None else config.get("crop", images_lib.DEFAULT_FACE_CROP)
+  prep = dict(resolution=config.resolution, crop=crop, channels=config.channels)
+  results.update(reference=str(folder), reference_split=reference_split, preprocessing=preprocessing,
+                 **prep)
+  params = _load_params(metrics, results, weights=weights, cache=cache)
+  if params is None:
+    metrics = [m for m in metrics if m not in INCEPTION_METRICS]
+  fake = np.asarray(run.sample(num_samples, seed))
+  sampling = time.perf_counter() - start
+  real_features = None
+  if params is not None and any(m in ("fid", "kid", "pr") for m in metrics):
+    real_features = reference_lib.reference_features(
+      folder, params=params, split=reference_split, preprocessing=preprocessing,
+      batch_size=batch_size, cache=cache, **prep)
+    results["num_real"] = int(len(real_features.features))
+    results["reference_cache"] = str(real_features.path)
+  real_pixels = None
+  if "swd" in metrics:
+    real_pixels = reference_lib.load_reference_images(folder, split=reference_split, **prep)
+  results.update(evaluate_images(
+    fake, metrics=metrics, real_pixels=real_pixels, real_features=real_features, params=params,
+    preprocessing=preprocessing, batch_size=batch_size, seed=seed))
+  results["timings"]["sampling"] = sampling
+  return results
+
+
+def real_floor(*, reference: str | os.PathLike, metrics: list[str], num_samples: int,
+               resolution: int, seed: int = 0, crop: float | None = None, weights: str | None = None,
+               cache: str | None = None, preprocessing: str = "pytorch_fid",
+               batch_size: int = 50) -> dict:
+  """Metrics of reference images ``[0, N)`` against ``[N, 2N)``: the best a model can score."""
+  folder = pathlib.Path(reference)
+  crop = crop if crop is not None else images_lib.DEFAULT_FACE_CROP
+  prep = dict(resolution=resolution, crop=crop, channels=3)
+  splits = [f"0:{num_samples}", f"{num_samples}:{2 * num_samples}"]
+  results: dict = {"mode": "real_floor", "num_samples": num_samples, "seed": seed,
+                   "reference": str(folder), "splits": splits, "preprocessing": preprocessing, **prep}
+  params = _load_params(metrics, results, weights=weights, cache=cache)
+  if params is None:
+    metrics = [m for m in metrics if m not in INCEPTION_METRICS]
+  first, second = (reference_lib.load_reference_images(folder, split=s, **prep) for s in splits)
+  halves = [None, None]
+  if params is not None:  # Both halves go through the reference cache: a rerun costs no network.
+    halves = [reference_lib.reference_features(
+      folder, params=params, split=s, preprocessing=preprocessing, batch_size=batch_size,
+      cache=cache, **prep) for s in splits]
+  results.update(evaluate_images(
+    first, metrics=metrics, real_pixels=second, real_features=halves[1], params=params,
+    fake_features=None if halves[0] is None else halves[0].features,
+    preprocessing=preprocessing, batch_size=batch_size, seed=seed))
+  computed = [h for h in halves if h is not None and h.seconds]
+  if computed:
+    results["timings"]["inception_features"] = sum(h.seconds for h in computed)
+    results["inception_images_per_second"] = sum(len(h.features) for h in computed) / sum(
+      h.seconds for h in computed)
+  return results
