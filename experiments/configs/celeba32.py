@@ -15,6 +15,10 @@ def get_config():
   config.image_folder = "../shared/data/celeba_10k/images"
   config.width = 32
   config.batch_size = 64
+  # The paper's n_critic 5 and lambda 10; Adam(2e-4, b1 0.5, b2 0.9) instead of (1e-4, 0, 0.9) brings faces sooner
+  # in a CPU budget of 2,000 generator steps (640,000 real images seen, 64 epochs of the 10,000 faces).
+  config.learning_rate = 2e-4
+  config.b1 = 0.5
   config.num_steps = 2000
   config.figure_every = 250
   config.checkpoint_every = 250
