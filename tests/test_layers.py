@@ -16,16 +16,19 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # (input height, input width, kernel, stride, padding): the models' 5x5 stride 2, 3x3 and 1x1
 # stride 1, at even and odd sizes, plus a few shapes the models do not use.
 CONV_CASES = [
-    (8, 8, 5, 2, "SAME"),
-    (7, 9, 5, 2, "SAME"),
+    (8, 7, 5, 2, "SAME"),
     (9, 6, 3, 1, "SAME"),
-    (5, 5, 1, 1, "SAME"),
+    (5, 4, 1, 1, "SAME"),
     (10, 7, 4, 2, "SAME"),
-    (9, 9, 3, 2, "VALID"),
-    (8, 11, 5, 3, "SAME"),
+    (9, 9, 3, 3, "VALID"),
     (6, 6, 3, 1, ((2, 0), (1, 3))),
 ]
 TRANSPOSE_CASES = [case for case in CONV_CASES if case[4] in ("SAME", "VALID")]
+
+
+def _compile(fn, *args):
+  """jit and compile; LLVM's -O0 keeps the tests' compile times low (values are what they check)."""
+  return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 def _random(key: int, shape: tuple[int, ...]) -> jax.Array:
@@ -57,11 +60,10 @@ def _penalty(conv_fn, w, x):
 
 def _value_gradients_and_penalty_gradients(conv_fn, x, w, cotangent):
   """conv_fn's output, its vjp at ``cotangent``, and the penalty's gradient (a double backward), in one jit."""
-  @jax.jit
   def compute(x, w, cotangent):
     y, vjp = jax.vjp(conv_fn, x, w)
     return y, vjp(cotangent), jax.grad(_penalty, argnums=(1, 2))(conv_fn, w, x)
-  return compute(x, w, cotangent)
+  return _compile(compute, x, w, cotangent)(x, w, cotangent)
 
 
 def _check_against(mine, reference, x, w):
@@ -100,13 +102,12 @@ def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
   def lax_weight_gradient(x, y):
     return jax.grad(lambda w: jnp.vdot(_lax_conv(x, w, (2, 2), "SAME"), y))(w)
 
-  @jax.jit
   def value_and_vjp(x, y):
     value, vjp = jax.vjp(lambda x, y: conv.weight(x, y, geometry), x, y)
     reference_value, reference_vjp = jax.vjp(lax_weight_gradient, x, y)
     return (value, *vjp(w_bar)), (reference_value, *reference_vjp(w_bar))
 
-  for mine, reference in zip(*value_and_vjp(x, y)):
+  for mine, reference in zip(*_compile(value_and_vjp, x, y)(x, y)):
     _assert_close(mine, reference)
 
 
@@ -118,13 +119,12 @@ def test_each_platform_implementation_is_the_same_function(implementation):
   geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], (2, 2), "SAME")
   y_bar = _random(2, (2, 5, 4, 4))
 
-  @jax.jit
   def faces_and_reference(x, w, y_bar):
     y, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, (2, 2), "SAME"), x, w)
     faces = correlate(x, w, geometry), scatter(y_bar, w, geometry), weight(x, y_bar, geometry)
     return faces, (y, *vjp(y_bar))
 
-  for mine, reference in zip(*faces_and_reference(x, w, y_bar)):
+  for mine, reference in zip(*_compile(faces_and_reference, x, w, y_bar)(x, w, y_bar)):
     _assert_close(mine, reference)
 
 
@@ -168,12 +168,13 @@ PlainConvTranspose = type("ConvTranspose", (_ReferenceConvTranspose,), {})
 def test_layers_have_flax_parameters_and_outputs():
   x = _random(0, (2, 5, 7, 3))
   mine, reference = _Net(layers.Conv, layers.ConvTranspose), _Net(PlainConv, PlainConvTranspose)
-  variables = mine.init(jax.random.key(1), x)
-  reference_variables = reference.init(jax.random.key(1), x)
+  key = jax.random.key(1)
+  variables = _compile(mine.init, key, x)(key, x)
+  reference_variables = _compile(reference.init, key, x)(key, x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference_variables)
   for leaf, reference_leaf in zip(jax.tree.leaves(variables), jax.tree.leaves(reference_variables)):
     np.testing.assert_array_equal(leaf, reference_leaf)  # same names, shapes and initialisers
-  _assert_close(jax.jit(mine.apply)(variables, x), jax.jit(reference.apply)(variables, x))
+  _assert_close(_compile(mine.apply, variables, x)(variables, x), _compile(reference.apply, variables, x)(variables, x))
 
 
 def test_layers_compute_in_the_requested_dtype():
@@ -213,7 +214,7 @@ def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolutio
   def loss_and_grads():
     loss_fn = lambda p: losses.wgan_gp_critic_loss(
         lambda x: models.critic.apply({"params": p}, x), real, fake, jax.random.key(3))[0]
-    return jax.jit(jax.value_and_grad(loss_fn))(params)
+    return _compile(jax.value_and_grad(loss_fn), params)(params)
 
   loss, grads = loss_and_grads()
   _use_plain_flax_layers(monkeypatch)
@@ -235,7 +236,7 @@ def test_generator_outputs_and_gradients_match_plain_flax(monkeypatch, model):
     def objective(params):
       samples, _ = models.generator.apply({**variables, "params": params}, z, train=True, mutable=["batch_stats"])
       return jnp.vdot(samples, direction), samples
-    return jax.jit(jax.value_and_grad(objective, has_aux=True))(variables["params"])
+    return _compile(jax.value_and_grad(objective, has_aux=True), variables["params"])(variables["params"])
 
   (_, samples), grads = samples_and_grads()
   _use_plain_flax_layers(monkeypatch)
