@@ -36,6 +36,9 @@ machine's peak; on GPU and TPU the native convolutions are the fast ones, so
 each operation picks its implementation per platform with
 ``lax.platform_dependent``. Both are the same function, checked by the tests
 against ``lax.conv_general_dilated`` and its autodiff.
+
+Reverse mode only, to any order: forward mode (``jax.jvp``, ``jax.jacfwd``)
+through a ``custom_vjp`` raises.
 """
 
 import dataclasses
