@@ -21,7 +21,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wgan_gp_jax import checkpoint, experiment, logs, preemption
+from wgan_gp_jax import checkpoint, experiment, host, logs, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
@@ -52,6 +52,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.setup()
+  host.keep_freed_memory()  # before the first JAX computation: no page faults per step (BENCHMARKS.md)
   _initialize_distributed()
   try:
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
