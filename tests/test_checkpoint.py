@@ -9,7 +9,6 @@ import os
 import pathlib
 import pickle
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -26,14 +25,6 @@ from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, T
 from wgan_gp_jax import checkpoint, experiment, preemption
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
-
-
-@pytest.fixture(scope="module")
-def face_folder(shared_data, tmp_path_factory) -> pathlib.Path:
-  folder = tmp_path_factory.mktemp("faces")
-  for path in sorted((shared_data / "celeba_10k" / "images").glob("*.jpg"))[:64]:
-    shutil.copy(path, folder)
-  return folder
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -15,14 +14,6 @@ from experiments.configs import celeba32, celeba64
 from wgan_gp_jax import experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def face_folder(shared_data, tmp_path_factory) -> pathlib.Path:
-  folder = tmp_path_factory.mktemp("faces")
-  for path in sorted((shared_data / "celeba_10k" / "images").glob("*.jpg"))[:48]:
-    shutil.copy(path, folder)
-  return folder
 
 
 def _run(*args: str) -> str:
