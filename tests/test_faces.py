@@ -6,7 +6,6 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from PIL import Image
 
 from experiments import interpolate
