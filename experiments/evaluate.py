@@ -24,9 +24,15 @@ import json
 import pathlib
 import time
 
-from absl import app, flags
+from wgan_gp_jax import host
 
-from wgan_gp_jax.metrics import evaluation, inception
+# Before JAX starts: Inception batches run side by side, one per core, without page faults (BENCHMARKS.md).
+host.keep_freed_memory()
+host.one_device_per_core()
+
+from absl import app, flags  # noqa: E402
+
+from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = _REPO.parent / "shared" / "data" / "celeba_10k" / "images"
@@ -49,7 +55,7 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Cache folder (default $WGAN
                                  "~/.cache/wgan_gp_jax).")
 _PREPROCESSING = flags.DEFINE_enum("preprocessing", "pytorch_fid", list(inception.PREPROCESSINGS),
                                    "Inception input convention.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 50, "Images per Inception call.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", inception.DEFAULT_BATCH_SIZE, "Images per Inception call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SWD projections.")
 
 

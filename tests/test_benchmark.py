@@ -59,6 +59,28 @@ def test_keep_freed_memory_reuses_large_buffers_without_page_faults():
   assert results["keep"][1] < pages // 10
 
 
+_DEVICES_SCRIPT = """
+import json, os, sys
+from wgan_gp_jax import host
+count = host.one_device_per_core()
+import jax
+print(json.dumps([count, jax.device_count(), os.environ["XLA_FLAGS"]]))
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "--xla_force_host_platform_device_count=3"])
+def test_one_device_per_core_makes_single_threaded_cpu_devices_unless_a_count_is_set(preset):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if preset:
+    env["XLA_FLAGS"] = preset
+  count, devices, flags = json.loads(subprocess.run(
+    [sys.executable, "-c", _DEVICES_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    check=True).stdout.splitlines()[-1])
+  expected = 3 if preset else len(os.sched_getaffinity(0))
+  assert count == devices == expected
+  assert ("--xla_cpu_multi_thread_eigen=false" in flags) == (preset is None)
+
+
 def test_torch_reference_has_the_same_losses_and_gradients():
   torch = pytest.importorskip("torch")
   from benchmarks import torch_dcgan

@@ -127,3 +127,14 @@ def test_features_of_real_faces_match_the_torch_reference_network(shared_data, d
   np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
   rel = np.linalg.norm(ours - reference, axis=1) / np.linalg.norm(reference, axis=1)
   assert rel.max() < 1e-4
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (8, 8), (17, 16)])
+def test_pools_as_shifted_views_equal_flax_pools(size):
+  import flax.linen as nn
+  x = np.random.default_rng(sum(size)).standard_normal((2, *size, 3)).astype(np.float32)
+  np.testing.assert_allclose(inception._avg_pool_3x3(x),
+                             nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)), count_include_pad=False), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(inception._max_pool_3x3(x, 1, 1), nn.max_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1))))
+  if min(size) >= 3:
+    np.testing.assert_array_equal(inception._max_pool_3x3(x, 2, 0), nn.max_pool(x, (3, 3), (2, 2), "VALID"))

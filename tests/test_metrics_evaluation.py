@@ -66,6 +66,19 @@ def test_reference_features_are_cached_next_to_writable_data(image_folder, tmp_p
   assert at_32.path != first.path and at_32.key["resolution"] == 32
 
 
+def test_a_split_is_sliced_from_the_cached_whole_folder(image_folder, tmp_path, fake_inception):
+  kw = dict(params=FAKE_PARAMS, resolution=16, crop=1.0, cache=tmp_path / "cache")
+  whole = reference.reference_features(image_folder, **kw)
+  assert fake_inception == [64]
+  part = reference.reference_features(image_folder, split="10:30", **kw)
+  assert fake_inception == [64] and part.seconds == 0.0  # No network call.
+  assert part.key["split"] == "10:30" and part.path == whole.path
+  np.testing.assert_array_equal(part.features, whole.features[10:30])
+  np.testing.assert_allclose(part.mu, part.features.mean(axis=0), rtol=1e-6)
+  with pytest.raises(ValueError, match="split"):
+    reference.reference_features(image_folder, split="50:70", **kw)  # Beyond the 64 images.
+
+
 def test_reference_features_fall_back_to_cache_for_read_only_data(image_folder, tmp_path, fake_inception):
   data_root = image_folder.parent
   data_root.chmod(0o555)  # Read-only by its bits; root could still write, and must not.

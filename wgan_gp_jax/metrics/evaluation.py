@@ -43,7 +43,8 @@ def evaluate_images(
     fake: np.ndarray, *, metrics: Sequence[str], real_pixels: np.ndarray | None = None,
     real_features: ReferenceFeatures | None = None,
     params: inception.InceptionParams | None = None, fake_features: np.ndarray | None = None,
-    preprocessing: str = "pytorch_fid", batch_size: int = 50, kid_subsets: int = 100,
+    preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
+    kid_subsets: int = 100,
     kid_subset_size: int = 1000, seed: int = 0,
 ) -> dict:
   """Image metrics of generated ``fake`` uint8 ``(N, H, W, C)`` images against real ones.
@@ -147,7 +148,7 @@ def _load_params(metrics: list[str], results: dict, *, weights: str | None,
 def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
                  reference: str | os.PathLike | None = None, reference_split: str = "all",
                  crop: float | None = None, weights: str | None = None, cache: str | None = None,
-                 preprocessing: str = "pytorch_fid", batch_size: int = 50) -> dict:
+                 preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE) -> dict:
   """Metrics of ``run`` (``.config`` and ``.sample(num, seed)``, as ``experiment.load_run`` gives).
 
   Toy runs get :func:`toy_lib.toy_metrics` against fresh real samples; image runs get ``metrics``
@@ -188,6 +189,9 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
       batch_size=batch_size, cache=cache, **prep)
     results["num_real"] = int(len(real_features.features))
     results["reference_cache"] = str(real_features.path)
+    if real_features.seconds:  # Computed now, not read from the cache.
+      results["reference_inception_seconds"] = real_features.seconds
+      results["reference_images_per_second"] = len(real_features.features) / real_features.seconds
   real_pixels = None
   if "swd" in metrics:
     real_pixels = reference_lib.load_reference_images(folder, split=reference_split, **prep)
@@ -201,7 +205,7 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
 def real_floor(*, reference: str | os.PathLike, metrics: list[str], num_samples: int,
                resolution: int, seed: int = 0, crop: float | None = None, weights: str | None = None,
                cache: str | None = None, preprocessing: str = "pytorch_fid",
-               batch_size: int = 50) -> dict:
+               batch_size: int = inception.DEFAULT_BATCH_SIZE) -> dict:
   """Metrics of reference images ``[0, N)`` against ``[N, 2N)``: the best a model can score."""
   folder = pathlib.Path(reference)
   crop = crop if crop is not None else images_lib.DEFAULT_FACE_CROP

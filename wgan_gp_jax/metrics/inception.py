@@ -41,19 +41,22 @@ import sys
 import tempfile
 import time
 import zipfile
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
+from wgan_gp_jax import conv, winograd
 from wgan_gp_jax.metrics import torch_pickle
 
 __all__ = [
   "FEATURE_DIM", "NUM_CLASSES", "PREPROCESSINGS", "InceptionV3", "InceptionParams", "cache_dir",
   "default_wheel", "load_inception", "params_from_torch", "save_params", "inception_features", "resize_matrix",
+  "DEFAULT_BATCH_SIZE",
 ]
 
 FEATURE_DIM = 2048
@@ -80,19 +83,95 @@ def cache_dir(path: str | os.PathLike | None = None) -> pathlib.Path:
 # ----------------------------------------------------------------------------------------------
 # Network.
 
+def _native_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, int]) -> jax.Array:
+  pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+  return lax.conv_general_dilated(x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  precision=lax.Precision.HIGHEST)
+
+
+def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, int]) -> jax.Array:
+  """XLA:CPU's own convolutions run far below its matrix-product speed: 1x1 as a product, other
+  stride-1 ones by Winograd (fewer multiplications), strided ones as im2col products."""
+  pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+  if stride == 1 and kernel.shape[:2] == (1, 1):
+    return jnp.dot(x, kernel[0, 0], precision=lax.Precision.HIGHEST)
+  if stride == 1:
+    return winograd.conv2d(x, kernel, pads)
+  return conv.conv2d(x, kernel, (stride, stride), pads)
+
+
+class _Weights(nn.Module):
+  """One conv layer's folded kernel (HWIO) and bias, under ``nn.Conv``'s parameter names."""
+  features: int
+  kernel_size: tuple[int, int]
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel_size, in_features, self.features),
+                        jnp.float32)
+    return kernel, self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+
+
 def _conv(x: jax.Array, name: str, features: int, kernel: tuple[int, int], stride: int = 1,
           padding: tuple[int, int] = (0, 0)) -> jax.Array:
-  """Conv (batch norm folded into kernel and bias) + ReLU, torchvision's ``BasicConv2d``."""
-  pad = ((padding[0], padding[0]), (padding[1], padding[1]))
-  return nn.relu(nn.Conv(features, kernel, (stride, stride), pad, name=name)(x))
+  """Conv (batch norm folded into kernel and bias) + ReLU, torchvision's ``BasicConv2d``.
+
+  float32 at full precision on every platform (no TF32 or one-pass bf16), so features agree across
+  machines.
+  """
+  weights, bias = _Weights(features, kernel, name=name)(x.shape[-1])
+  x, weights, bias = nn.dtypes.promote_dtype(x, weights, bias)
+  y = lax.platform_dependent(x, weights, cpu=functools.partial(_cpu_conv, stride=stride, padding=padding),
+                             default=functools.partial(_native_conv, stride=stride, padding=padding))
+  return nn.relu(y + bias)
+
+
+def _pointwise(x: jax.Array, branches: Sequence[tuple[str, int]], pooled: tuple[str, int] | None = None,
+               ) -> list[jax.Array]:
+  """The 1x1 conv + ReLU branches that read the same input, as one matrix product.
+
+  ``pooled`` is the block's ``branch_pool``: a 3x3 average pool, then a 1x1 conv. Both are linear
+  (the pool excludes padding, so it is a fixed average per position), so the conv runs first, in the
+  same product, and the pool then averages its few output channels instead of the block's input.
+  """
+  layers = list(branches) + ([pooled] if pooled else [])
+  weights = [_Weights(features, (1, 1), name=name)(x.shape[-1]) for name, features in layers]
+  kernel = jnp.concatenate([k[0, 0] for k, _ in weights], axis=1)
+  x, kernel = nn.dtypes.promote_dtype(x, kernel)
+  y = jnp.dot(x, kernel, precision=lax.Precision.HIGHEST)
+  parts = jnp.split(y, np.cumsum([features for _, features in layers])[:-1].tolist(), axis=-1)
+  if pooled:
+    parts[-1] = _avg_pool_3x3(parts[-1])
+  return [nn.relu(part + bias.astype(part.dtype)) for part, (_, bias) in zip(parts, weights)]
+
+
+def _windows(x: jax.Array, stride: int, padding: int, pad_value: float) -> list[jax.Array]:
+  """The nine (strided) shifted views of x that a 3x3 pooling window reads.
+
+  Pooling as elementwise max or sum of these views: XLA:CPU fuses them into one loop, while its
+  reduce-window runs several times slower.
+  """
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=pad_value)
+  out_h, out_w = (x.shape[1] - 3) // stride + 1, (x.shape[2] - 3) // stride + 1
+  return [x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+          for i in range(3) for j in range(3)]
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
-  return nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)), count_include_pad=False)
+  """3x3 average, stride 1, padding 1 excluded from the count (the FID network's pool branches)."""
+  total = functools.reduce(jnp.add, _windows(x, 1, 1, 0.0))
+  rows = 3 - (np.arange(x.shape[1]) == 0) - (np.arange(x.shape[1]) == x.shape[1] - 1)
+  cols = 3 - (np.arange(x.shape[2]) == 0) - (np.arange(x.shape[2]) == x.shape[2] - 1)
+  return total * jnp.asarray(1.0 / np.outer(rows, cols)[None, :, :, None], x.dtype)
+
+
+def _max_pool_3x3(x: jax.Array, stride: int, padding: int) -> jax.Array:
+  return functools.reduce(jnp.maximum, _windows(x, stride, padding, -np.inf))
 
 
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  return nn.max_pool(x, (3, 3), (2, 2), "VALID")
+  return _max_pool_3x3(x, 2, 0)
 
 
 class _InceptionA(nn.Module):
@@ -100,13 +179,11 @@ class _InceptionA(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    b1 = _conv(x, "branch1x1", 64, (1, 1))
-    b5 = _conv(x, "branch5x5_1", 48, (1, 1))
+    b1, b5, b3, bp = _pointwise(x, [("branch1x1", 64), ("branch5x5_1", 48), ("branch3x3dbl_1", 64)],
+                                pooled=("branch_pool", self.pool_features))
     b5 = _conv(b5, "branch5x5_2", 64, (5, 5), padding=(2, 2))
-    b3 = _conv(x, "branch3x3dbl_1", 64, (1, 1))
     b3 = _conv(b3, "branch3x3dbl_2", 96, (3, 3), padding=(1, 1))
     b3 = _conv(b3, "branch3x3dbl_3", 96, (3, 3), padding=(1, 1))
-    bp = _conv(_avg_pool_3x3(x), "branch_pool", self.pool_features, (1, 1))
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -127,16 +204,14 @@ class _InceptionC(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c7 = self.channels_7x7
-    b1 = _conv(x, "branch1x1", 192, (1, 1))
-    b7 = _conv(x, "branch7x7_1", c7, (1, 1))
+    b1, b7, bd, bp = _pointwise(x, [("branch1x1", 192), ("branch7x7_1", c7), ("branch7x7dbl_1", c7)],
+                                pooled=("branch_pool", 192))
     b7 = _conv(b7, "branch7x7_2", c7, (1, 7), padding=(0, 3))
     b7 = _conv(b7, "branch7x7_3", 192, (7, 1), padding=(3, 0))
-    bd = _conv(x, "branch7x7dbl_1", c7, (1, 1))
     bd = _conv(bd, "branch7x7dbl_2", c7, (7, 1), padding=(3, 0))
     bd = _conv(bd, "branch7x7dbl_3", c7, (1, 7), padding=(0, 3))
     bd = _conv(bd, "branch7x7dbl_4", c7, (7, 1), padding=(3, 0))
     bd = _conv(bd, "branch7x7dbl_5", 192, (1, 7), padding=(0, 3))
-    bp = _conv(_avg_pool_3x3(x), "branch_pool", 192, (1, 1))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -144,9 +219,8 @@ class _InceptionD(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    b3 = _conv(x, "branch3x3_1", 192, (1, 1))
+    b3, b7 = _pointwise(x, [("branch3x3_1", 192), ("branch7x7x3_1", 192)])
     b3 = _conv(b3, "branch3x3_2", 320, (3, 3), stride=2)
-    b7 = _conv(x, "branch7x7x3_1", 192, (1, 1))
     b7 = _conv(b7, "branch7x7x3_2", 192, (1, 7), padding=(0, 3))
     b7 = _conv(b7, "branch7x7x3_3", 192, (7, 1), padding=(3, 0))
     b7 = _conv(b7, "branch7x7x3_4", 192, (3, 3), stride=2)
@@ -158,19 +232,17 @@ class _InceptionE(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    b1 = _conv(x, "branch1x1", 320, (1, 1))
-    b3 = _conv(x, "branch3x3_1", 384, (1, 1))
+    if self.max_pool:
+      b1, b3, bd = _pointwise(x, [("branch1x1", 320), ("branch3x3_1", 384), ("branch3x3dbl_1", 448)])
+      bp = _conv(_max_pool_3x3(x, 1, 1), "branch_pool", 192, (1, 1))
+    else:
+      b1, b3, bd, bp = _pointwise(x, [("branch1x1", 320), ("branch3x3_1", 384), ("branch3x3dbl_1", 448)],
+                                  pooled=("branch_pool", 192))
     b3a = _conv(b3, "branch3x3_2a", 384, (1, 3), padding=(0, 1))
     b3b = _conv(b3, "branch3x3_2b", 384, (3, 1), padding=(1, 0))
-    bd = _conv(x, "branch3x3dbl_1", 448, (1, 1))
     bd = _conv(bd, "branch3x3dbl_2", 384, (3, 3), padding=(1, 1))
     bda = _conv(bd, "branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))
     bdb = _conv(bd, "branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))
-    if self.max_pool:
-      pooled = nn.max_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
-    else:
-      pooled = _avg_pool_3x3(x)
-    bp = _conv(pooled, "branch_pool", 192, (1, 1))
     return jnp.concatenate([b1, b3a, b3b, bda, bdb, bp], axis=-1)
 
 
@@ -497,17 +569,26 @@ def _check_images(images: np.ndarray) -> None:
     raise ValueError(f"images must be at least 2x2 pixels, got shape {images.shape}")
 
 
+DEFAULT_BATCH_SIZE = 16
+
+
 def inception_features(
     images: np.ndarray | Iterable[np.ndarray], *, params: InceptionParams,
-    batch_size: int = 50, preprocessing: str = "pytorch_fid", with_logits: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE, preprocessing: str = "pytorch_fid", with_logits: bool = False,
 ) -> dict[str, np.ndarray]:
   """Pool3 features (and logits) of images under the FID Inception, in compiled batches.
+
+  Batches go round-robin to every local device (all GPUs of a host; on a CPU, as many devices as
+  the process was started with: see :func:`wgan_gp_jax.host.one_device_per_core`), dispatched
+  ahead so that all of them compute at once. An image's features depend only on the batch it is in
+  (``batch_size`` images in input order), not on which device computed it.
 
   Args:
     images: ``(N, H, W, C)`` uint8 pixels (or floats in ``[0, 255]``), C = 1 or 3, any size (resized
       to 299); or an iterable of such arrays (e.g. a generator of sample batches).
     params: from :func:`load_inception`.
     batch_size: images per compiled call; the last batch is padded so one program serves all.
+      16 is the fastest on a 2-core CPU (BENCHMARKS.md); accelerators want more.
     preprocessing: ``"pytorch_fid"`` or ``"ttur"`` (module docstring).
     with_logits: also return the 1008-way logits (needs pytorch-fid's weights).
 
@@ -524,20 +605,32 @@ def inception_features(
   if with_logits and not params.has_logits:
     raise ValueError(f"logits need pytorch-fid's weights with an fc layer; {params.source} has none")
   chunks = [images] if isinstance(images, np.ndarray) else images
-  pools, logits = [], []
+  devices = jax.local_devices()
+  replicas = [jax.device_put(params.params, device) for device in devices]
+  pools, logits, in_flight = [], [], []
   start, done = time.perf_counter(), 0
-  for batch in _rebatch(chunks, batch_size):
-    n = batch.shape[0]
-    if n < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
-    pool, logit = _forward(params.params, batch, preprocessing=preprocessing,
-                           with_logits=with_logits)
+
+  def collect() -> None:
+    nonlocal done
+    (pool, logit), n = in_flight.pop(0)
     pools.append(np.asarray(pool)[:n])
     if with_logits:
       logits.append(np.asarray(logit)[:n])
     done += n
     logging.log_every_n_seconds(logging.INFO, "Inception features: %d images, %.2f images/s", 60,
                                 done, done / (time.perf_counter() - start))
+
+  for index, batch in enumerate(_rebatch(chunks, batch_size)):
+    n = batch.shape[0]
+    if n < batch_size:
+      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
+    device = index % len(devices)
+    in_flight.append((_forward(replicas[device], jax.device_put(batch, devices[device]),
+                               preprocessing=preprocessing, with_logits=with_logits), n))
+    if len(in_flight) > 2 * len(devices):  # Dispatched ahead: every device has the next batch queued.
+      collect()
+  while in_flight:
+    collect()
   out = {"pool3": np.concatenate(pools) if pools else np.zeros((0, FEATURE_DIM), np.float32)}
   if with_logits:
     out["logits"] = np.concatenate(logits) if logits else np.zeros((0, NUM_CLASSES), np.float32)

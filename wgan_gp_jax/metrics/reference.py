@@ -111,7 +111,7 @@ def _write(path: pathlib.Path, **arrays) -> bool:
 def reference_features(
     folder: str | os.PathLike, *, params: inception.InceptionParams, resolution: int,
     crop: float = images_lib.DEFAULT_FACE_CROP, channels: int = 3, split: str = "all",
-    preprocessing: str = "pytorch_fid", batch_size: int = 50,
+    preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
     cache: str | os.PathLike | None = None) -> ReferenceFeatures:
   """Pool3 features and FID statistics of a folder of real images, from the cache or computed once.
 
@@ -130,13 +130,16 @@ def reference_features(
   key = {"version": _CACHE_VERSION, "dataset": _dataset_id(folder), "split": split,
          "resolution": resolution, "crop": round(float(crop), 6), "channels": channels,
          "weights": pathlib.Path(params.source).name, "preprocessing": preprocessing}
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-  name = f"{key['dataset'].split('-')[0]}_{split.replace(':', '-')}_{resolution}px_{preprocessing}_{digest}.npz"
-  for path in _candidates(folder, cache, name):
-    if path.is_file():
-      with np.load(path) as data:
-        if json.loads(str(data["key"])) == key:
-          return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, 0.0)
+  cached = _read_cached(folder, cache, key)
+  if cached is None and split != "all":  # A slice of the whole folder's cached features will do.
+    whole = _read_cached(folder, cache, {**key, "split": "all"})
+    if whole is not None:
+      part = parse_split(split, len(whole.features))
+      features = whole.features[part]
+      mu, sigma = fid_lib.gaussian_statistics(features)
+      cached = ReferenceFeatures(features, mu, sigma, key, whole.path, 0.0)
+  if cached is not None:
+    return cached
   pixels = load_reference_images(folder, split=split, resolution=resolution, crop=crop, channels=channels)
   logging.info("computing Inception features of %d reference images from %s", len(pixels), folder)
   start = time.perf_counter()
@@ -144,7 +147,22 @@ def reference_features(
     pixels, params=params, batch_size=batch_size, preprocessing=preprocessing)["pool3"]
   seconds = time.perf_counter() - start
   mu, sigma = fid_lib.gaussian_statistics(features)
-  for path in _candidates(folder, cache, name):
+  for path in _candidates(folder, cache, _file_name(key)):
     if _write(path, features=features, mu=mu, sigma=sigma, key=json.dumps(key)):
       return ReferenceFeatures(features, mu, sigma, key, path, seconds)
-  raise OSError(f"could not write reference features to any of {_candidates(folder, cache, name)}")
+  raise OSError(f"could not write reference features to any of {_candidates(folder, cache, _file_name(key))}")
+
+
+def _file_name(key: dict) -> str:
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+  split = key["split"].replace(":", "-")
+  return f"{key['dataset'].split('-')[0]}_{split}_{key['resolution']}px_{key['preprocessing']}_{digest}.npz"
+
+
+def _read_cached(folder: pathlib.Path, cache: str | os.PathLike | None, key: dict) -> ReferenceFeatures | None:
+  for path in _candidates(folder, cache, _file_name(key)):
+    if path.is_file():
+      with np.load(path) as data:
+        if json.loads(str(data["key"])) == key:
+          return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, 0.0)
+  return None

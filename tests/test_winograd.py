@@ -1,0 +1,103 @@
+"""Winograd convolutions: exact algebra in float64, float32 error bounds, and the Inception layers that use them."""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from wgan_gp_jax import winograd
+from wgan_gp_jax.metrics import inception
+
+
+def _direct(x, kernel, padding):
+  return lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  precision=lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("tile,kernel", [(1, 3), (2, 3), (4, 3), (6, 3), (4, 5), (2, 7), (4, 7), (3, 1)])
+def test_matrices_compute_a_1d_correlation_exactly(tile, kernel):
+  a_t, g, b_t = winograd.winograd_matrices(tile, kernel)
+  rng = np.random.default_rng(tile * 10 + kernel)
+  d = rng.standard_normal(tile + kernel - 1)
+  w = rng.standard_normal(kernel)
+  expected = [w @ d[i:i + kernel] for i in range(tile)]
+  np.testing.assert_allclose(a_t @ ((g @ w) * (b_t @ d)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_f23_matrices_are_lavin_and_grays_up_to_the_sign_of_a_point():
+  a_t, g, b_t = winograd.winograd_matrices(2, 3)
+  # Lavin and Gray (2016), eq. 7, with the first row of G and B^T negated together.
+  np.testing.assert_array_equal(a_t, [[1, 1, 1, 0], [0, 1, -1, 1]])
+  np.testing.assert_array_equal(g, [[-1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+  np.testing.assert_array_equal(b_t, [[-1, 0, 1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]])
+
+
+_CASES = [  # (input H, W), channels in/out, kernel, padding, tiles
+  ((35, 35), (64, 96), (3, 3), ((1, 1), (1, 1)), None),
+  ((17, 17), (32, 24), (1, 7), ((0, 0), (3, 3)), None),
+  ((17, 17), (32, 24), (7, 1), ((3, 3), (0, 0)), None),
+  ((35, 35), (16, 8), (5, 5), ((2, 2), (2, 2)), None),
+  ((8, 8), (40, 32), (3, 3), ((1, 1), (1, 1)), (6, 6)),
+  ((9, 5), (3, 2), (3, 1), ((2, 0), (1, 0)), (3, 1)),  # asymmetric padding, ragged last tile
+  ((3, 4), (2, 2), (3, 3), ((0, 0), (0, 0)), (4, 4)),  # one output row, tile larger than the output
+  ((23, 19), (5, 7), (3, 3), ((0, 0), (0, 0)), None),
+]
+
+
+@pytest.mark.parametrize("size,channels,kernel,padding,tiles", _CASES)
+def test_conv2d_equals_direct_convolution_in_float64(size, channels, kernel, padding, tiles):
+  rng = np.random.default_rng(sum(size) + sum(channels))
+  x = rng.standard_normal((2, *size, channels[0]))
+  w = rng.standard_normal((*kernel, *channels))
+  with jax.enable_x64(True):
+    expected = _direct(x, w, padding)
+    got = jax.jit(winograd.conv2d, static_argnums=(2, 3))(x, w, padding, tiles)
+    assert got.dtype == jnp.float64 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("size,channels,kernel,padding,tiles", _CASES[:4])
+def test_conv2d_float32_error_is_a_few_ulps_of_the_largest_output(size, channels, kernel, padding, tiles):
+  # ReLU-like inputs and fan-in scaled kernels, as in the Inception network.
+  rng = np.random.default_rng(0)
+  x = np.maximum(rng.standard_normal((2, *size, channels[0])), 0)
+  w = rng.standard_normal((*kernel, *channels)) / np.sqrt(kernel[0] * kernel[1] * channels[0])
+  with jax.enable_x64(True):
+    exact = np.asarray(_direct(x, w, padding))
+  got = jax.jit(winograd.conv2d, static_argnums=(2, 3))(x.astype(np.float32), w.astype(np.float32), padding, tiles)
+  assert got.dtype == jnp.float32
+  assert np.abs(np.asarray(got, np.float64) - exact).max() < 5e-5 * np.abs(exact).max()
+
+
+def test_conv2d_rejects_bad_input():
+  x = jnp.zeros((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="matching channels"):
+    winograd.conv2d(x, jnp.zeros((3, 3, 2, 1)), ((1, 1), (1, 1)))
+  with pytest.raises(ValueError, match="non-negative"):
+    winograd.conv2d(x, jnp.zeros((3, 3, 3, 1)), ((-1, 1), (1, 1)))
+  with pytest.raises(ValueError, match="larger than the padded input"):
+    winograd.conv2d(x, jnp.zeros((7, 1, 3, 1)), ((1, 1), (0, 0)))
+  with pytest.raises(ValueError, match="interpolation points"):
+    winograd.winograd_matrices(16, 7)
+
+
+@pytest.mark.parametrize("stride,kernel,padding", [(1, (1, 1), (0, 0)), (1, (3, 3), (1, 1)), (1, (1, 7), (0, 3)),
+                                                    (2, (3, 3), (0, 0)), (1, (3, 3), (0, 0))])
+def test_inception_cpu_convolutions_equal_the_native_ones(stride, kernel, padding):
+  rng = np.random.default_rng(stride)
+  x = np.maximum(rng.standard_normal((3, 17, 17, 48)), 0).astype(np.float32)
+  w = (rng.standard_normal((*kernel, 48, 40)) / np.sqrt(kernel[0] * kernel[1] * 48)).astype(np.float32)
+  cpu = jax.jit(inception._cpu_conv, static_argnums=(2, 3))(x, w, stride, padding)
+  native = jax.jit(inception._native_conv, static_argnums=(2, 3))(x, w, stride, padding)
+  np.testing.assert_allclose(cpu, native, rtol=0, atol=2e-5 * np.abs(native).max())
+
+
+def test_inception_features_with_the_cpu_layers_equal_the_native_network(monkeypatch):
+  params = jax.tree.map(np.asarray, inception.InceptionV3().init(jax.random.key(0), jnp.zeros((1, 75, 75, 3)))["params"])
+  x = jax.random.uniform(jax.random.key(1), (2, 75, 75, 3), minval=-1, maxval=1)
+  apply = lambda: jax.jit(inception.InceptionV3().apply)({"params": params}, x)[0]
+  cpu = apply()
+  monkeypatch.setattr(inception, "_cpu_conv", inception._native_conv)
+  native = apply()
+  np.testing.assert_allclose(cpu, native, rtol=1e-4, atol=1e-5 * np.abs(native).max())
