@@ -100,7 +100,10 @@ def toy_reference(tmp_path_factory) -> tuple[experiment.Run, list[dict]]:
   return experiment.train_and_evaluate(toy_config(), workdir), metrics_without_time(workdir)
 
 
-def test_ctrl_c_saves_at_the_next_step_a_second_one_stops_at_once(toy_reference, tmp_path, monkeypatch):
+def test_ctrl_c_saves_at_the_next_step_a_second_one_stops_at_once(toy_reference, tmp_path, monkeypatch, request):
+  # As in an interactive shell; a background job (nohup, `&`) starts with SIGINT ignored.
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  request.addfinalizer(lambda: signal.signal(signal.SIGINT, inherited))
   toy_batches = experiment._toy_batches
   interrupt_at = {}  # step -> how many Ctrl-C while its batch is drawn
 
