@@ -82,7 +82,7 @@ def test_conv2d_rejects_bad_input():
     winograd.winograd_matrices(16, 7)
 
 
-@pytest.mark.parametrize("stride,kernel,padding", [(1, (1, 1), (0, 0)), (1, (3, 3), (1, 1)), (1, (1, 7), (0, 3)),
+@pytest.mark.parametrize("stride,kernel,padding", [(1, (3, 3), (1, 1)), (1, (1, 7), (0, 3)),
                                                     (2, (3, 3), (0, 0)), (1, (3, 3), (0, 0))])
 def test_inception_cpu_convolutions_equal_the_native_ones(stride, kernel, padding):
   rng = np.random.default_rng(stride)

@@ -4,11 +4,4 @@ from experiments.configs import common
 
 
 def get_config():
-  config = common.base_config()
-  config.kind = "image"
-  config.model = "dcgan"
-  config.resolution = 64
-  config.width = 64
-  config.channels = 3
-  config.batch_size = 64
-  return config
+  return common.benchmark_config(resolution=64, width=64)

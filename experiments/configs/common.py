@@ -80,3 +80,15 @@ def image_config(*, resolution: int) -> ml_collections.ConfigDict:
   config.figure_every = 500
   config.checkpoint_every = 1000
   return config
+
+
+def benchmark_config(*, resolution: int, width: int) -> ml_collections.ConfigDict:
+  """The DCGAN step that ``experiments.benchmark`` times, batch 64; no data keys (it feeds its own images)."""
+  config = base_config()
+  config.kind = "image"
+  config.model = "dcgan"
+  config.resolution = resolution
+  config.width = width
+  config.channels = 3
+  config.batch_size = 64
+  return config

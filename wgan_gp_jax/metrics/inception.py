@@ -90,11 +90,9 @@ def _native_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[in
 
 
 def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, int]) -> jax.Array:
-  """XLA:CPU's own convolutions run far below its matrix-product speed: 1x1 as a product, other
-  stride-1 ones by Winograd (fewer multiplications), strided ones as im2col products."""
+  """XLA:CPU's own convolutions run far below its matrix-product speed: stride-1 ones by Winograd
+  (fewer multiplications), strided ones as im2col products."""
   pads = ((padding[0], padding[0]), (padding[1], padding[1]))
-  if stride == 1 and kernel.shape[:2] == (1, 1):
-    return jnp.dot(x, kernel[0, 0], precision=lax.Precision.HIGHEST)
   if stride == 1:
     return winograd.conv2d(x, kernel, pads)
   return conv.conv2d(x, kernel, (stride, stride), pads)
@@ -119,6 +117,8 @@ def _conv(x: jax.Array, name: str, features: int, kernel: tuple[int, int], strid
   float32 at full precision on every platform (no TF32 or one-pass bf16), so features agree across
   machines.
   """
+  if kernel == (1, 1) and stride == 1:
+    return _pointwise(x, [(name, features)])[0]
   weights, bias = _Weights(features, kernel, name=name)(x.shape[-1])
   x, weights, bias = nn.dtypes.promote_dtype(x, weights, bias)
   y = lax.platform_dependent(x, weights, cpu=functools.partial(_cpu_conv, stride=stride, padding=padding),
@@ -128,7 +128,7 @@ def _conv(x: jax.Array, name: str, features: int, kernel: tuple[int, int], strid
 
 def _pointwise(x: jax.Array, branches: Sequence[tuple[str, int]], pooled: tuple[str, int] | None = None,
                ) -> list[jax.Array]:
-  """The 1x1 conv + ReLU branches that read the same input, as one matrix product.
+  """The 1x1 conv + ReLU branches that read the same input, as one matrix product (on every platform).
 
   ``pooled`` is the block's ``branch_pool``: a 3x3 average pool, then a 1x1 conv. Both are linear
   (the pool excludes padding, so it is a fixed average per position), so the conv runs first, in the
