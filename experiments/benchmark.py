@@ -153,12 +153,17 @@ class TorchSteps:
     import torch  # optional dependency
     from benchmarks import torch_dcgan
 
-    if config.model != "dcgan" or config.layer_norm:
-      raise app.UsageError("--compare torch implements the DCGAN critic without layer norm only.")
+    optimizer = {key: config.critic[key] for key in ("name", "learning_rate", "b1", "b2", "linear_decay")}
+    if (config.model.name != "dcgan" or config.model.layer_norm or config.objective.name != "wgan_gp"
+        or config.objective.drift_weight or config.ema.enabled or config.augment.policy
+        or optimizer != {key: config.generator[key] for key in optimizer}
+        or optimizer["name"] != "adam" or optimizer["linear_decay"]):
+      raise app.UsageError("--compare torch implements WGAN-GP with the DCGAN critic without layer norm, no EMA, no"
+                           " augmentation, and one constant-rate Adam for both networks only.")
     self.torch_dcgan = torch_dcgan
-    self.model = torch_dcgan.WGANGP(config.resolution, config.channels, config.width, config.latent_dim,
-                                    gp_weight=config.gp_weight, learning_rate=config.learning_rate,
-                                    b1=config.b1, b2=config.b2)
+    self.model = torch_dcgan.WGANGP(config.data.resolution, config.data.channels, config.model.width,
+                                    config.model.latent_dim, gp_weight=config.objective.gp_weight,
+                                    learning_rate=optimizer["learning_rate"], b1=optimizer["b1"], b2=optimizer["b2"])
     state = jax.device_get(jax_steps.state)
     torch_dcgan.load_flax_params(self.model.generator, self.model.critic, state.generator_params,
                                  state.generator_batch_stats, state.critic_params)
@@ -189,11 +194,11 @@ def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: 
 
   state = jax_steps.state
   real = jax_steps.real[0]
-  z = jax.random.normal(jax.random.key(3), (config.batch_size, config.latent_dim), jnp.float32)
+  z = jax.random.normal(jax.random.key(3), (config.batch_size, config.model.latent_dim), jnp.float32)
   penalty_key = jax.random.key(4)
-  fake, _ = train_lib.generate(models, state, z, train=True)
+  fake, _ = train_lib.generate(models, state.generator_params, state.generator_batch_stats, z, train=True)
   critic_loss, metrics = losses.wgan_gp_critic_loss(
-      train_lib.critic_fn(models, state.critic_params), real, fake, penalty_key, gp_weight=config.gp_weight)
+      train_lib.critic_fn(models, state.critic_params), real, fake, penalty_key, gp_weight=config.objective.gp_weight)
   generator_loss = losses.wasserstein_generator_loss(models.critic.apply({"params": state.critic_params}, fake))
   # random_interpolates' coefficients, drawn the same way.
   t = jax.random.uniform(penalty_key, (config.batch_size,) + (1,) * len(models.sample_shape), jnp.float32)
@@ -220,12 +225,7 @@ def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: 
 
 
 def _machine() -> dict[str, Any]:
-  model = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  model = host.cpu_model()
   versions = {"python": platform.python_version()}
   for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
     module = sys.modules.get(package)
@@ -244,7 +244,8 @@ def main(argv):
   batch_size, n_critic = config.batch_size, config.n_critic
   images = {"critic": batch_size, "generator": batch_size, "iteration": (n_critic + 1) * batch_size}
   results: dict[str, Any] = {"config": config.to_dict(), "load_average_start": os.getloadavg()}
-  print(f"{config.model} {config.resolution}x{config.resolution} width {config.width}, batch {batch_size}, "
+  resolution = config.data.resolution
+  print(f"{config.model.name} {resolution}x{resolution} width {config.model.width}, batch {batch_size}, "
         f"n_critic {n_critic}, on {jax.devices()[0].platform} (load average {os.getloadavg()[0]:.2f})")
 
   peaks = [matmul_peak_gflops()]

@@ -32,6 +32,8 @@ host.one_device_per_core()
 
 from absl import app, flags  # noqa: E402
 
+from experiments import cli  # noqa: E402
+
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -58,6 +60,7 @@ _PREPROCESSING = flags.DEFINE_enum("preprocessing", "pytorch_fid", list(inceptio
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", inception.DEFAULT_BATCH_SIZE, "Images per Inception call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SWD projections.")
 
+_EMA = cli.define_ema_flag()
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
@@ -85,10 +88,12 @@ def main(argv: list[str]) -> None:
                                     resolution=_RESOLUTION.value, **common)
   else:
     from wgan_gp_jax import experiment  # The training side's loader.
-    run = experiment.load_run(workdir)
-    reference = _REFERENCE.value or run.config.get("image_folder") or str(DEFAULT_REFERENCE)
+    run = experiment.load_run(workdir, use_ema=_EMA.value)
+    reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
     results = evaluation.evaluate_run(run, reference=reference,
                                       reference_split=_REFERENCE_SPLIT.value, **common)
+    results["generator"] = "ema" if run.samples_from_ema else "raw"
+    results["step"] = int(run.state.step)
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "evaluation.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -15,6 +15,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from experiments import cli
 from wgan_gp_jax import experiment, plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of an image run.")
@@ -25,6 +26,7 @@ _STEPS = flags.DEFINE_integer("steps", 8, "Pictures from one face to the next, b
 _SCALE = flags.DEFINE_integer("scale", 0, "Upscaling of the pictures (0: to about 128 pixels).", lower_bound=0)
 flags.mark_flags_as_required(["workdir", "out"])
 
+_EMA = cli.define_ema_flag()
 
 def slerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
   """Spherical interpolation between latents ``a`` and ``b`` (shape ``(D,)``) at fractions ``t`` (shape ``(T,)``)."""
@@ -49,13 +51,13 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix != ".png":
     raise app.UsageError(f"--out must end in .png (the GIF goes beside it), got {out}")
-  run = experiment.load_run(_WORKDIR.value)
+  run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value)
   if run.config.kind != "image":
     raise app.UsageError(f"{_WORKDIR.value} is a {run.config.kind} run; interpolation needs an image run")
   latents = interpolation_latents(run.latents(_FACES.value, _SEED.value), _STEPS.value)
   pairs, steps, dim = latents.shape
   frames = experiment.to_uint8(run.generate(latents.reshape(pairs * steps, dim)))
-  scale = _SCALE.value or max(1, 128 // run.config.resolution)
+  scale = _SCALE.value or max(1, 128 // run.config.data.resolution)
   out.parent.mkdir(parents=True, exist_ok=True)
   plotting.save_image_grid(out, frames, columns=steps, scale=scale)
   # The GIF loops through the faces: drop each row's last frame, the next row's first.

@@ -2,7 +2,7 @@ r"""Converts a folder or zip of images once into an array_record TFDS dataset fo
 
   python -m experiments.prepare_data --image_folder ~/faces --out ~/tensorflow_datasets --resolution 64
 
-Then train with `--config.image_folder ~/faces --config.data_dir ~/tensorflow_datasets` and the same resolution, crop
+Then train with `--config.data.image_folder ~/faces --config.data.data_dir ~/tensorflow_datasets` and the same resolution, crop
 and channels: training finds this dataset instead of preparing it again. Unusable files (not images, corrupt or
 truncated, too small for the crop) are skipped; the report printed here lists them and is also saved as
 `preparation_report.json` in the dataset directory.
@@ -17,7 +17,7 @@ from wgan_gp_jax.data import images, prepare
 _IMAGE_FOLDER = flags.DEFINE_string("image_folder", None, "Folder (searched recursively) or .zip of images.",
                                     required=True)
 _OUT = flags.DEFINE_string("out", None, "TFDS data dir to write the dataset under (default: $TFDS_DATA_DIR, else"
-                           " ~/tensorflow_datasets); pass the same as --config.data_dir when training.")
+                           " ~/tensorflow_datasets); pass the same as --config.data.data_dir when training.")
 _RESOLUTION = flags.DEFINE_integer("resolution", 64, "Side of the square images to store, in pixels.")
 _CROP = flags.DEFINE_float("crop", images.DEFAULT_FACE_CROP, "Side of the center square crop as a fraction of the"
                            " shorter image side (default 160/178: the CelebA crop of Lucic et al. 2018; 1.0 for the"

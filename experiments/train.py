@@ -7,7 +7,8 @@ Starting again on a work directory with checkpoints resumes from the newest read
 continues a run that was killed, preempted or stopped; raising ``--config.num_steps`` continues a finished one.
 
 Exit status: 0 when the run is done; 143 (SIGTERM) or 130 (Ctrl-C) after saving a checkpoint on that signal; 1 on
-a non-finite loss or state, a config that does not match the checkpoints, or a work directory that cannot hold them.
+a non-finite loss or state, a config that does not match the checkpoints, or a work directory that cannot hold them;
+2 on a mistake in the command line or the config (one line naming it, before anything is compiled).
 
 Several processes (hosts) train one model together when ``--multihost`` is given (``jax.distributed.initialize()``
 finds the others by itself on Cloud TPU pod slices, SLURM, Open MPI and Kubernetes), or with
@@ -21,7 +22,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wgan_gp_jax import checkpoint, experiment, host, logs, preemption
+from experiments import cli
+from wgan_gp_jax import checkpoint, configuration, experiment, host, logs, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
@@ -56,6 +58,8 @@ def main(argv):
   _initialize_distributed()
   try:
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except configuration.ConfigError as error:
+    cli.fail(f"config: {error}")
   except preemption.RunInterrupted as stop:
     print(stop, file=sys.stderr)
     sys.exit(stop.exit_status)
@@ -65,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

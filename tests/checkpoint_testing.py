@@ -14,34 +14,32 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments.configs import celeba32, toy_8gaussians
-from wgan_gp_jax import experiment
+from wgan_gp_jax import configuration, experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY_CONFIG_FILE = "experiments/configs/toy_8gaussians.py"
 IMAGE_CONFIG_FILE = "experiments/configs/celeba32.py"
 
 # The paper's toy setting (linear learning-rate decay included), small enough for a few seconds on a CPU.
-TOY_OVERRIDES = {"width": 16, "batch_size": 32, "num_steps": 40, "log_every": 5, "checkpoint_every": 5,
-                 "figure_every": 10**6, "num_fixed_samples": 16}
+TOY_OVERRIDES = {"model.width": 16, "batch_size": 32, "num_steps": 40, "logging.log_every": 5, "checkpoint.every": 5,
+                 "logging.figure_every": 10**6, "logging.num_fixed_samples": 16}
 
 
 def image_overrides(face_folder: pathlib.Path, data_dir: pathlib.Path) -> dict:
-  """A DCGAN of width 8 on 16x16 faces: big enough to have batch norm, small enough for the tests."""
-  return {"image_folder": str(face_folder), "data_dir": str(data_dir), "resolution": 16, "width": 8,
-          "batch_size": 8, "n_critic": 2, "num_steps": 30, "log_every": 1, "checkpoint_every": 15,
-          "figure_every": 10**6, "num_fixed_samples": 16}
+  """A DCGAN of width 8 on 16x16 faces, with a generator EMA and DiffAugment: big enough to have batch norm and every
+  part of the state and of the random streams, small enough for the tests."""
+  return {"data.image_folder": str(face_folder), "data.data_dir": str(data_dir), "data.resolution": 16,
+          "model.width": 8, "batch_size": 8, "n_critic": 2, "num_steps": 30, "logging.log_every": 1,
+          "checkpoint.every": 15, "logging.figure_every": 10**6, "logging.num_fixed_samples": 16,
+          "ema.enabled": True, "ema.half_life_kimg": 0.1, "augment.policy": "color,translation,cutout"}
 
 
 def toy_config(**overrides) -> ml_collections.ConfigDict:
-  config = toy_8gaussians.get_config()
-  config.update({**TOY_OVERRIDES, **overrides})
-  return config
+  return configuration.override(toy_8gaussians.get_config(), {**TOY_OVERRIDES, **overrides})
 
 
 def image_config(face_folder: pathlib.Path, data_dir: pathlib.Path, **overrides) -> ml_collections.ConfigDict:
-  config = celeba32.get_config()
-  config.update({**image_overrides(face_folder, data_dir), **overrides})
-  return config
+  return configuration.override(celeba32.get_config(), {**image_overrides(face_folder, data_dir), **overrides})
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import common
-from wgan_gp_jax import host, losses
+from wgan_gp_jax import configuration, host, losses
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
@@ -20,9 +19,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _small_config(resolution: int = 16):
-  config = common.base_config()
-  config.update(kind="image", model="dcgan", resolution=resolution, width=8, channels=3, batch_size=4, latent_dim=16)
-  return config
+  return configuration.override(configuration.default_config("image"), {
+      "data.resolution": resolution, "model.width": 8, "batch_size": 4, "model.latent_dim": 16})
 
 
 _FAULTS_SCRIPT = """
@@ -89,11 +87,11 @@ def test_torch_reference_has_the_same_losses_and_gradients():
   config = _small_config(resolution)
   models = build_models(config)
   state = train_lib.init_state(config, models)
-  reference = torch_dcgan.WGANGP(resolution, 3, config.width, config.latent_dim)
+  reference = torch_dcgan.WGANGP(resolution, 3, config.model.width, config.model.latent_dim)
   torch_dcgan.load_flax_params(reference.generator, reference.critic, state.generator_params,
                                state.generator_batch_stats, state.critic_params)
   real = jax.random.uniform(jax.random.key(0), (4, resolution, resolution, 3), jnp.float32, -1.0, 1.0)
-  z = jax.random.normal(jax.random.key(1), (4, config.latent_dim), jnp.float32)
+  z = jax.random.normal(jax.random.key(1), (4, config.model.latent_dim), jnp.float32)
   key = jax.random.key(2)
   t = jax.random.uniform(key, (4, 1, 1, 1), jnp.float32)  # random_interpolates' coefficients
 
@@ -126,7 +124,7 @@ def test_torch_reference_has_the_same_losses_and_gradients():
 def test_benchmark_writes_its_figures(tmp_path):
   out = tmp_path / "figures.json"
   command = [sys.executable, "-m", "experiments.benchmark", "--config", "experiments/configs/bench_dcgan32.py",
-             "--config.resolution=8", "--config.width=4", "--config.batch_size=8", "--config.n_critic=2",
+             "--config.data.resolution=8", "--config.model.width=4", "--config.batch_size=8", "--config.n_critic=2",
              "--steps=2", "--iterations=1", "--rounds=1", f"--json={out}"]
   try:
     import torch  # noqa: F401

@@ -209,17 +209,18 @@ def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, ca
 def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
   experiment.train_and_evaluate(toy_config(num_steps=5), tmp_path)
   with pytest.raises(checkpoint.ConfigMismatchError) as error:
-    experiment.train_and_evaluate(toy_config(num_steps=10, width=32, optimizer="sgd"), tmp_path)
+    experiment.train_and_evaluate(toy_config(**{"num_steps": 10, "model.width": 32, "critic.name": "sgd"}), tmp_path)
   assert str(error.value) == (
       f"cannot resume from the checkpoint at step 5 in {tmp_path / 'checkpoints'}: it was made with a different"
       " config.\n"
-      "  optimizer: 'adam' in the checkpoint, 'sgd' now\n"
-      "  width: 16 in the checkpoint, 32 now\n"
-      "Only checkpoint_every, data_dir, figure_every, keep_checkpoints, log_every, num_devices, num_fixed_samples,"
-      " num_steps may change when a run resumes; train a different config in a new work directory.")
+      "  critic.name: 'adam' in the checkpoint, 'sgd' now\n"
+      "  model.width: 16 in the checkpoint, 32 now\n"
+      "Only checkpoint.every, checkpoint.keep, data.data_dir, logging.figure_every, logging.log_every,"
+      " logging.num_fixed_samples, num_devices, num_steps may change when a run resumes; train a different config in"
+      " a new work directory.")
   # How long the run goes and how often it logs and saves may change.
   run = experiment.train_and_evaluate(
-      toy_config(num_steps=7, log_every=1, checkpoint_every=7, keep_checkpoints=1), tmp_path)
+      toy_config(**{"num_steps": 7, "logging.log_every": 1, "checkpoint.every": 7, "checkpoint.keep": 1}), tmp_path)
   assert int(run.state.step) == 7 and _checkpoint_steps(tmp_path) == [7]
   assert [record["step"] for record in metrics_without_time(tmp_path)] == [5, 6, 7]
 
@@ -233,7 +234,7 @@ def test_a_nan_in_a_batch_stops_the_run_naming_the_step_and_keeps_the_last_good_
 
   monkeypatch.setattr(experiment, "_toy_batches", batches_with_a_nan_at_step_7)
   with pytest.raises(experiment.NonFiniteError) as error:
-    experiment.train_and_evaluate(toy_config(num_steps=20, checkpoint_every=5, log_every=10), tmp_path)
+    experiment.train_and_evaluate(toy_config(**{"num_steps": 20, "checkpoint.every": 5, "logging.log_every": 10}), tmp_path)
   assert str(error.value) == (
       "non-finite critic_grad_norm, critic_loss, fake_score, generator_grad_norm, generator_loss, gradient_norm,"
       " gradient_penalty, real_score, wasserstein_estimate, training state at generator step 7; the last good"
@@ -259,7 +260,7 @@ def test_saves_are_asynchronous(tmp_path, monkeypatch):
     await commit(self)
 
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", commit_after_step_8)
-  experiment.train_and_evaluate(toy_config(num_steps=10, log_every=1), tmp_path)
+  experiment.train_and_evaluate(toy_config(**{"num_steps": 10, "logging.log_every": 1}), tmp_path)
   assert trained_on_while_saving == [True]
   assert _checkpoint_steps(tmp_path) == [5, 10]
 

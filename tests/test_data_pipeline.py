@@ -43,12 +43,12 @@ def faces(shared_data, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
   return folder, data_dir
 
 
-def _config(**overrides) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(dict(
-      dataset="celeb_a", image_folder="", data_dir=None, resolution=32, channels=3, crop=images.DEFAULT_FACE_CROP,
-      random_flip=False, seed=0, batch_size=8, n_critic=2))
-  config.update(overrides)
-  return config
+def _config(seed: int = 0, batch_size: int = 8, n_critic: int = 2, **data) -> ml_collections.ConfigDict:
+  """The config keys the pipeline reads: its ``data`` group (``data`` overrides it) and the loop's batch keys."""
+  data_group = dict(dataset="celeb_a", image_folder="", data_dir=None, resolution=32, channels=3,
+                    crop=images.DEFAULT_FACE_CROP, random_flip=False)
+  return ml_collections.ConfigDict(dict(seed=seed, batch_size=batch_size, n_critic=n_critic,
+                                        data={**data_group, **data}))
 
 
 def _take(iterator, count: int) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from experiments import interpolate
 from experiments.configs import celeba32, celeba64
-from wgan_gp_jax import experiment
+from wgan_gp_jax import configuration, experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,9 +24,9 @@ def _run(*args: str) -> str:
 
 
 def test_celeba64_config_trains_a_few_steps_on_cpu(face_folder, tmp_path):
-  config = celeba64.get_config()
-  config.update(image_folder=str(face_folder), data_dir=str(tmp_path / "tfds"), width=4, batch_size=8,
-                num_steps=2, figure_every=2, checkpoint_every=2, log_every=1)
+  config = configuration.override(celeba64.get_config(), {
+      "data.image_folder": str(face_folder), "data.data_dir": str(tmp_path / "tfds"), "model.width": 4,
+      "batch_size": 8, "num_steps": 2, "logging.figure_every": 2, "checkpoint.every": 2, "logging.log_every": 1})
   run = experiment.train_and_evaluate(config, tmp_path / "run")
   assert int(run.state.step) == 2
   samples = run.sample(6, seed=0)
@@ -40,7 +40,8 @@ def test_celeba64_config_trains_a_few_steps_on_cpu(face_folder, tmp_path):
 def test_train_sample_and_interpolate_commands_on_faces(face_folder, tmp_path):
   workdir = tmp_path / "run"
   _run("experiments.train", "--config", "experiments/configs/celeba32.py", f"--workdir={workdir}",
-       f"--config.image_folder={face_folder}", f"--config.data_dir={tmp_path / 'tfds'}", "--config.width=4",
+       f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+       "--config.model.width=4",
        "--config.batch_size=8", "--config.n_critic=2", "--config.num_steps=3")
   _run("experiments.sample", f"--workdir={workdir}", "--num=10", "--seed=1", f"--out={tmp_path / 'faces.npz'}")
   samples = np.load(tmp_path / "faces.npz")["samples"]
@@ -69,6 +70,6 @@ def test_slerp_keeps_endpoints_and_norms():
 
 def test_celeba32_defaults_point_at_the_shared_faces():
   config = celeba32.get_config()
-  assert config.resolution == 32 and config.kind == "image"
-  assert (REPO_ROOT / config.image_folder).resolve() == (REPO_ROOT.parent / "shared" / "data" / "celeba_10k" /
+  assert config.data.resolution == 32 and config.kind == "image"
+  assert (REPO_ROOT / config.data.image_folder).resolve() == (REPO_ROOT.parent / "shared" / "data" / "celeba_10k" /
                                                          "images").resolve()

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from experiments.configs import common
-from wgan_gp_jax import conv, losses
+from wgan_gp_jax import configuration, conv, losses
 from wgan_gp_jax.models import build_models, dcgan, layers, resnet
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -205,8 +204,8 @@ def _use_plain_flax_layers(monkeypatch):
 @pytest.mark.parametrize("model, resolution", [("dcgan", 16), ("resnet", 16)])
 def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolution):
   """The critic loss and its parameter gradients (double backward) equal those of plain flax layers."""
-  config = common.base_config()
-  config.update(kind="image", model=model, width=8, resolution=resolution, channels=3)
+  config = configuration.override(configuration.default_config("image"), {
+      "model.name": model, "model.width": 8, "data.resolution": resolution})
   models = build_models(config)
   real, fake = _random(0, (4, resolution, resolution, 3)), _random(1, (4, resolution, resolution, 3))
   params = models.critic.init(jax.random.key(2), real)["params"]
@@ -225,8 +224,8 @@ def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolutio
 
 @pytest.mark.parametrize("model", ["dcgan", "resnet"])
 def test_generator_outputs_and_gradients_match_plain_flax(monkeypatch, model):
-  config = common.base_config()
-  config.update(kind="image", model=model, width=8, resolution=16, channels=3, latent_dim=16)
+  config = configuration.override(configuration.default_config("image"), {
+      "model.name": model, "model.width": 8, "data.resolution": 16, "model.latent_dim": 16})
   models = build_models(config)
   z = _random(0, (4, 16))
   variables = models.generator.init(jax.random.key(1), z, train=False)

@@ -100,8 +100,8 @@ def test_parse_split_refuses_bad_ranges():
 
 
 def _image_run(folder, images):
-  config = ml_collections.ConfigDict(dict(kind="image", resolution=16, channels=3, crop=1.0,
-                                          image_folder=str(folder), seed=0, num_steps=1, batch_size=8))
+  config = ml_collections.ConfigDict(dict(kind="image", seed=0, num_steps=1, batch_size=8, data=dict(
+      resolution=16, channels=3, crop=1.0, image_folder=str(folder))))
   return types.SimpleNamespace(config=config, sample=lambda num, seed: images[:num])
 
 
@@ -134,7 +134,7 @@ def test_evaluate_run_without_weights_still_reports_swd(image_folder, tmp_path, 
 
 def test_evaluate_run_of_perfect_and_collapsed_toy_generators():
   import jax
-  config = ml_collections.ConfigDict(dict(kind="toy", toy_dataset="8gaussians", seed=0))
+  config = ml_collections.ConfigDict(dict(kind="toy", seed=0, data=dict(toy_dataset="8gaussians")))
   def toy_run(keep):
     def sample(num, seed):
       x = np.asarray(toy_data.sample("8gaussians", jax.random.key(seed + 7), 4 * num))

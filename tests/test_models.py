@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import common
+from wgan_gp_jax import configuration
 from wgan_gp_jax.models import build_models
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
@@ -63,9 +63,9 @@ def test_toy_mlps_have_three_hidden_layers_of_512():
 
 
 def test_build_models_rejects_unknown_models_and_resolutions():
-  config = common.base_config()
-  config.model = "stylegan"
-  with pytest.raises(ValueError, match="config.model"):
+  config = configuration.default_config("image")
+  config.model.name = "stylegan"
+  with pytest.raises(ValueError, match="unknown model.name 'stylegan'"):
     build_models(config)
   with pytest.raises(ValueError, match="resolution"):
     _shapes(DCGANGenerator(resolution=48), jnp.zeros((1, 128)))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import common
-from wgan_gp_jax import experiment, toy_data
+from wgan_gp_jax import configuration, experiment, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
@@ -17,17 +17,15 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_toy_config(**overrides):
-  config = common.toy_config("8gaussians")
-  config.width = 64
-  config.batch_size = 64
-  config.learning_rate = 1e-3
-  config.linear_decay = False  # so that a 10-step run resumed to 20 steps has the 20-step run's schedule
-  config.num_steps = 20
-  config.log_every = 10
-  config.figure_every = 10**6
-  config.checkpoint_every = 10
-  config.update(overrides)
-  return config
+  """``overrides`` as dotted keys: ``tiny_toy_config(**{"ema.enabled": True})``."""
+  defaults = {
+      "model.width": 64, "batch_size": 64, "num_steps": 20, "logging.log_every": 10, "logging.figure_every": 10**6,
+      "checkpoint.every": 10,
+  }
+  for network in ("critic", "generator"):
+    defaults[f"{network}.learning_rate"] = 1e-3
+    defaults[f"{network}.linear_decay"] = False  # so that a 10-step run resumed to 20 steps has the 20-step schedule
+  return configuration.override(common.toy_config("8gaussians"), {**defaults, **overrides})
 
 
 def _mean_distance_to_modes(samples: np.ndarray) -> float:
@@ -39,12 +37,14 @@ def test_state_is_one_pytree_with_everything_a_run_needs():
   config = tiny_toy_config()
   state = train_lib.init_state(config, build_models(config))
   assert set(vars(state)) == {"step", "key", "generator_params", "generator_batch_stats", "critic_params",
-                              "generator_opt_state", "critic_opt_state"}
+                              "generator_opt_state", "critic_opt_state", "ema_params", "ema_batch_stats"}
   assert state.key.dtype == np.uint32 and int(state.step) == 0
 
 
 def test_short_toy_run_learns(tmp_path):
-  config = tiny_toy_config(num_steps=500, checkpoint_every=500, log_every=250, learning_rate=2e-3, linear_decay=True)
+  config = tiny_toy_config(**{
+      "num_steps": 500, "checkpoint.every": 500, "logging.log_every": 250, "critic.learning_rate": 2e-3,
+      "generator.learning_rate": 2e-3, "critic.linear_decay": True, "generator.linear_decay": True})
   untrained = experiment.Run(config, build_models(config), train_lib.init_state(config, build_models(config)))
   before = _mean_distance_to_modes(untrained.sample(1000, seed=5))
   run = experiment.train_and_evaluate(config, tmp_path)
@@ -70,6 +70,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, numpy as np
     from experiments.configs import common
+    from wgan_gp_jax import configuration
     from wgan_gp_jax import train as train_lib
     from wgan_gp_jax.models import build_models
 
@@ -85,17 +86,22 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     for a, b in zip(jax.tree.leaves(unsharded), jax.tree.leaves(sharded)):
       np.testing.assert_allclose(a, b, rtol=1e-6)
     print("losses equal on sharded inputs")
-    toy = common.toy_config("25gaussians")
-    toy.update(width=32, batch_size=16)
-    image = common.base_config()
-    image.update(kind="image", model="dcgan", width=8, resolution=16, channels=3, batch_size=16, n_critic=2)
-    resnet = common.base_config()
-    resnet.update(kind="image", model="resnet", width=8, resolution=16, channels=1, batch_size=8, n_critic=2)
-    for config in (toy, image, resnet):
-      # Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are
-      # rounding noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders.
-      # SGD keeps the comparison about what sharding changes: the losses, gradients and batch statistics.
-      config.update(optimizer="sgd", learning_rate=1e-2)
+    # Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are
+    # rounding noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders.
+    # SGD keeps the comparison about what sharding changes: the losses, gradients and batch statistics.
+    sgd = {"critic.name": "sgd", "critic.learning_rate": 1e-2, "generator.name": "sgd", "generator.learning_rate": 1e-2}
+    image = configuration.default_config("image")
+    small_image = {"model.width": 8, "data.resolution": 16, "batch_size": 16, "n_critic": 2, **sgd}
+    configs = {
+        "toy": configuration.override(common.toy_config("25gaussians"), {"model.width": 32, "batch_size": 16, **sgd}),
+        "dcgan": configuration.override(image, small_image),
+        "dcgan with EMA and DiffAugment": configuration.override(image, {
+            **small_image, "ema.enabled": True, "ema.half_life_kimg": 0.05, "augment.policy": "color,translation,cutout"}),
+        "resnet": configuration.override(image, {
+            "model.name": "resnet", "model.width": 8, "data.resolution": 16, "data.channels": 1, "batch_size": 8,
+            "n_critic": 2, **sgd}),
+    }
+    for name, config in configs.items():
       models = build_models(config)
       real = np.random.default_rng(0).uniform(-1, 1, (config.n_critic, config.batch_size) + models.sample_shape)
       results = []
@@ -111,7 +117,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
       (one, one_metrics), (eight, eight_metrics) = results
       for a, b in zip(jax.tree.leaves((one, one_metrics)), jax.tree.leaves((eight, eight_metrics))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-      print(config.model, "equal on 1 and 8 devices")
+      print(name, "equal on 1 and 8 devices")
 """)
 
 
@@ -120,7 +126,7 @@ def test_iteration_on_eight_devices_equals_one_device():
   result = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert result.stdout.count("equal on 1 and 8 devices") == 3
+  assert result.stdout.count("equal on 1 and 8 devices") == 4
   assert "losses equal on sharded inputs" in result.stdout
 
 
@@ -137,7 +143,8 @@ def test_train_and_sample_commands(tmp_path):
   workdir = tmp_path / "run"
   subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/toy_swissroll.py",
-       f"--workdir={os.path.relpath(workdir, REPO_ROOT)}", "--config.num_steps=4", "--config.width=16", "--config.figure_every=4"],
+       f"--workdir={os.path.relpath(workdir, REPO_ROOT)}", "--config.num_steps=4", "--config.model.width=16",
+       "--config.logging.figure_every=4"],
       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
   assert (workdir / "figures" / "step_000004.png").is_file()
   for out in ("s.npz", "s.png"):

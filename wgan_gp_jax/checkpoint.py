@@ -35,9 +35,12 @@ from jax.experimental import multihost_utils
 # it reports and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
 # model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
 RESUMABLE_CHANGES = frozenset({
-    "num_steps", "log_every", "figure_every", "num_fixed_samples", "checkpoint_every", "keep_checkpoints",
-    "num_devices", "data_dir",
+    "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
+    "checkpoint.keep", "num_devices", "data.data_dir",
 })
+# The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
+# ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
+LAST_FLAT_CONFIG_COMMIT = "53f4924"
 
 UNREADABLE_DIRNAME = "unreadable_checkpoints"
 _MIB = 2**20
@@ -82,6 +85,20 @@ def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -
     if key not in RESUMABLE_CHANGES and before != after:
       lines.append(f"{key}: {describe(before)} in the checkpoint, {describe(after)} now")
   return lines
+
+
+def check_config_format(saved: Mapping[str, Any], *, step: int, directory: pathlib.Path) -> None:
+  """Raises ``ConfigMismatchError`` for a checkpoint made before configs had groups (objectives, EMA, augmentation).
+
+  Such a checkpoint's state has no EMA and its optimizer states another structure; rather than guess how its flat keys
+  map to today's groups, it is refused, and kept, with the commit that can still read it.
+  """
+  if not isinstance(saved.get("objective"), Mapping):
+    raise ConfigMismatchError(
+        f"the checkpoint at step {step} in {directory} was made by an earlier wgan_gp_jax whose config had no groups"
+        f" (it has 'learning_rate' where this version has 'critic.learning_rate'), and this version cannot read it."
+        f" It is left as it is: sample from it with the code of commit {LAST_FLAT_CONFIG_COMMIT} (git checkout"
+        f" {LAST_FLAT_CONFIG_COMMIT}), or train again in a new work directory.")
 
 
 def check_can_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], *, step: int,
@@ -201,6 +218,7 @@ class Checkpoints:
       if not _all_processes_agree(problem is None):
         unreadable[step] = problem or "another process cannot read it"
         continue
+      check_config_format(saved_config, step=step, directory=self.directory)
       if requested_config is not None:
         check_can_resume(saved_config, config_as_json(requested_config), step=step, directory=self.directory)
       saved_config = ml_collections.ConfigDict(saved_config)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wgan_gp_jax import checkpoint, data, plotting, preemption, toy_data
+from wgan_gp_jax import checkpoint, configuration, data, plotting, preemption, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -58,7 +58,7 @@ def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Arra
   @jax.jit
   def sample(step):
     points = toy_data.sample(
-        config.toy_dataset, train_lib.stream_key(key_data, train_lib.DATA_STREAM, step),
+        config.data.toy_dataset, train_lib.stream_key(key_data, train_lib.DATA_STREAM, step),
         config.n_critic * config.batch_size)
     return jax.lax.with_sharding_constraint(points.reshape(config.n_critic, config.batch_size, 2), sharding)
 
@@ -113,14 +113,30 @@ class _NonFiniteWatch:
 
 @dataclasses.dataclass
 class Run:
-  """A trained (or training) run: its config, models and state."""
+  """A trained (or training) run: its config, models and state.
+
+  Samples come from the generator's EMA when the run keeps one (``config.ema.enabled``), unless ``use_ema`` is False.
+  """
   config: ml_collections.ConfigDict
   models: Models
   state: train_lib.TrainState
+  use_ema: bool = True
+
+  @property
+  def has_ema(self) -> bool:
+    return bool(jax.tree.leaves(self.state.ema_params))
+
+  @property
+  def samples_from_ema(self) -> bool:
+    return self.use_ema and self.has_ema
 
   def generate(self, z: jax.Array) -> np.ndarray:
     """Generator outputs for latents ``z`` in evaluation mode (batch-norm running statistics)."""
-    outputs = [np.asarray(_generate_eval(self.models, self.state, z[i:i + _SAMPLE_CHUNK]))
+    if self.samples_from_ema:
+      params, batch_stats = self.state.ema_params, self.state.ema_batch_stats
+    else:
+      params, batch_stats = self.state.generator_params, self.state.generator_batch_stats
+    outputs = [np.asarray(_generate_eval(self.models, params, batch_stats, z[i:i + _SAMPLE_CHUNK]))
                for i in range(0, z.shape[0], _SAMPLE_CHUNK)]
     return np.concatenate(outputs)
 
@@ -139,8 +155,8 @@ class Run:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _generate_eval(models: Models, state: train_lib.TrainState, z: jax.Array) -> jax.Array:
-  return train_lib.generate(models, state, z, train=False)[0]
+def _generate_eval(models: Models, params, batch_stats, z: jax.Array) -> jax.Array:
+  return train_lib.generate(models, params, batch_stats, z, train=False)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -177,10 +193,11 @@ def _truncate_log(path: pathlib.Path, last_step: int) -> None:
   tmp.replace(path)
 
 
-def load_run(workdir: str | pathlib.Path) -> Run:
+def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir``.
 
-  Nothing in ``workdir`` is changed, so this is safe while the run is still training.
+  Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. Nothing in
+  ``workdir`` is changed, so this is safe while the run is still training.
   """
   workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
   if not (workdir / "checkpoints").is_dir():
@@ -191,48 +208,50 @@ def load_run(workdir: str | pathlib.Path) -> Run:
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
   _, state, config = restored
-  return Run(config, build_models(config), state)
+  return Run(config, build_models(config), state, use_ema=use_ema)
 
 
 def _write_pictures(run: Run, workdir: pathlib.Path, step: int) -> None:
   """Draws the run's pictures on this process's first device (so that process 0 can do it alone)."""
   config = run.config
-  run = Run(config, run.models, jax.device_get(run.state))
+  run = dataclasses.replace(run, state=jax.device_get(run.state))
   fixed_latents = jax.random.normal(
-      train_lib.stream_key(run.state.key, SAMPLE_STREAM, 0), (config.num_fixed_samples, run.models.latent_dim))
+      train_lib.stream_key(run.state.key, SAMPLE_STREAM, 0), (config.logging.num_fixed_samples, run.models.latent_dim))
   if config.kind == "toy":
     (workdir / "figures").mkdir(exist_ok=True)
-    real = np.asarray(toy_data.sample(config.toy_dataset, jax.random.key(0), 1000))
+    real = np.asarray(toy_data.sample(config.data.toy_dataset, jax.random.key(0), 1000))
     plotting.toy_figure(
         workdir / "figures" / f"step_{step:06d}.png", real=real, generated=run.generate(fixed_latents),
-        critic=run.critic, title=f"{config.toy_dataset}, generator step {step}")
+        critic=run.critic, title=f"{config.data.toy_dataset}, generator step {step}")
   else:
     (workdir / "samples").mkdir(exist_ok=True)
     plotting.save_image_grid(workdir / "samples" / f"step_{step:06d}.png", to_uint8(run.generate(fixed_latents)),
-                             scale=max(1, 128 // config.resolution))
+                             scale=max(1, 128 // config.data.resolution))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
   """Trains ``config`` in ``workdir``, resuming from its newest readable checkpoint if there is one.
 
-  Raises ``preemption.RunInterrupted`` after saving on SIGTERM or Ctrl-C, ``NonFiniteError`` on a NaN or infinity,
+  Raises ``configuration.ConfigError`` before anything is built for a config that cannot make a run,
+  ``preemption.RunInterrupted`` after saving on SIGTERM or Ctrl-C, ``NonFiniteError`` on a NaN or infinity,
   ``checkpoint.ConfigMismatchError`` if the checkpoint was made with a config that may not change, and
   ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read.
   """
   workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
-  models = build_models(config)
   mesh = train_lib.make_mesh(config.num_devices)
+  configuration.validate(config, num_devices=mesh.size)
+  models = build_models(config)
   replicated = train_lib.replicated(mesh)
   data_sharding = train_lib.iteration_data_sharding(mesh)
   abstract_state = _abstract_state(config, models, replicated)
   checkpoint.check_workdir(workdir, checkpoint_bytes=checkpoint.state_bytes(abstract_state),
-                           keep_checkpoints=config.keep_checkpoints)
+                           keep_checkpoints=config.checkpoint.keep)
   image_batches = None
   if config.kind != "toy":
     image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
   log_path = workdir / "metrics.jsonl"
 
-  with (checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints) as checkpoints,
+  with (checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints,
         preemption.StopRequests() as stop_requests):
     restored = checkpoints.restore_latest(lambda _: abstract_state, requested_config=config,
                                           data_iterator=image_batches)
@@ -246,7 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      config.num_steps)
       else:
         logging.info("resuming from the checkpoint at generator step %d, to step %d", start_step, config.num_steps)
-      if config.linear_decay and config.num_steps != saved_config.num_steps:
+      linear_decay = config.critic.linear_decay or config.generator.linear_decay
+      if linear_decay and config.num_steps != saved_config.num_steps:
         logging.warning(
             "num_steps was %d and is now %d: with linear_decay the learning rates now fall to 0 at step %d, so this"
             " run continues the checkpoint's rather than repeating a %d-step run", saved_config.num_steps,
@@ -268,11 +288,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       non_finite.note(metrics, state)
       stop_signal = stop_requests.signal_at(step)
       is_last = step == config.num_steps
-      regular_save = step % config.checkpoint_every == 0 or is_last
+      regular_save = step % config.checkpoint.every == 0 or is_last
       should_save = regular_save or stop_signal is not None
       # Not on a signal's save: the log of a stopped and resumed run reads as if it had never stopped.
-      should_log = step % config.log_every == 0 or regular_save
-      should_draw = step % config.figure_every == 0 or is_last
+      should_log = step % config.logging.log_every == 0 or regular_save
+      should_draw = step % config.logging.figure_every == 0 or is_last
       if should_log or should_draw or should_save:
         # Waits for the step. Past this check the state is finite: it may be logged, drawn and saved.
         non_finite.check(checkpoints.latest_step())

@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import os
+import platform
 import re
 import sys
 
@@ -61,3 +62,12 @@ def one_device_per_core() -> int:
   os.environ["XLA_FLAGS"] = (f"{flags} --xla_force_host_platform_device_count={cores} "
                              "--xla_cpu_multi_thread_eigen=false").strip()
   return cores
+
+
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``), for the machine line of every figure."""
+  try:
+    with open("/proc/cpuinfo") as cpuinfo:
+      return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or "unknown CPU"

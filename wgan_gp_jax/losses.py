@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 CriticFn = Callable[[jax.Array], jax.Array]
 
@@ -34,7 +33,7 @@ def _check_batch(x: jax.Array, name: str) -> jax.Array:
   return x
 
 
-def _check_pair(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
+def check_pair(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
   real = _check_batch(real, "real")
   fake = _check_batch(fake, "fake")
   if real.shape != fake.shape:
@@ -54,7 +53,7 @@ def _as_scores(scores: jax.Array, name: str, batch_size: int | None = None) -> j
   return scores
 
 
-def _critic_scores(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
+def critic_scores(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
   return _as_scores(critic_fn(x), "critic_fn(x)", batch_size=x.shape[0])
 
 
@@ -72,12 +71,12 @@ def per_example_norm(x: jax.Array) -> jax.Array:
 def input_gradients(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
   """``grad_x D(x_i)`` for every example, same shape as ``x``."""
   x = _check_batch(x, "x")
-  return jax.grad(lambda inputs: jnp.sum(_critic_scores(critic_fn, inputs)))(x)
+  return jax.grad(lambda inputs: jnp.sum(critic_scores(critic_fn, inputs)))(x)
 
 
 def random_interpolates(real: jax.Array, fake: jax.Array, key: jax.Array) -> jax.Array:
   """``x_hat_i = t_i * real_i + (1 - t_i) * fake_i`` with one ``t_i ~ U[0, 1]`` per example."""
-  real, fake = _check_pair(real, fake)
+  real, fake = check_pair(real, fake)
   t = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), dtype=real.dtype)
   return t * real + (1.0 - t) * fake
 
@@ -204,8 +203,8 @@ def wgan_gp_critic_loss(
     per-example norm at the interpolates), ``real_score``, ``fake_score``,
     ``critic_loss``.
   """
-  real, fake = _check_pair(real, fake)
-  scores = _critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
+  real, fake = check_pair(real, fake)
+  scores = critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
   real_scores, fake_scores = jnp.split(scores, 2)
   penalty, norms = gradient_penalty_and_norms(critic_fn, real, fake, key, target=target, one_sided=one_sided)
   loss = wasserstein_critic_loss(real_scores, fake_scores) + gp_weight * penalty
@@ -312,22 +311,14 @@ def non_saturating_generator_loss(fake_scores: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-_as_scores(fake_scores, "fake_scores")))
 
 
-def weight_clipping(clip_value: float) -> optax.GradientTransformation:
-  """Clips every parameter to ``[-clip_value, clip_value]`` after the update (the original WGAN).
-
-  Chain it last, after the optimizer: it rewrites the updates ``u`` so that
-  ``params + u == clip(params + u_optimizer)``.
+def clip_weights(params: Any, clip_value: float) -> Any:
+  """Every parameter clipped to ``[-clip_value, clip_value]``: the original WGAN's constraint on the critic, applied to
+  the parameters after each optimizer update (a projection, exact to the last bit, unlike an optax update that
+  would have to be added back to the parameters).
 
   References:
     Arjovsky et al., `Wasserstein GAN <https://arxiv.org/abs/1701.07875>`_, 2017 (c = 0.01).
   """
-  if clip_value <= 0:
+  if not clip_value > 0:
     raise ValueError(f"clip_value must be positive, got {clip_value}.")
-
-  def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
-    if params is None:
-      raise ValueError("weight_clipping needs the current params: call update(updates, state, params).")
-    clipped = jax.tree.map(lambda p, u: jnp.clip(p + u, -clip_value, clip_value) - p, params, updates)
-    return clipped, state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return jax.tree.map(lambda p: jnp.clip(p, -clip_value, clip_value), params)

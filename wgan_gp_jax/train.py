@@ -1,4 +1,5 @@
-"""The training state and one compiled WGAN-GP iteration: ``n_critic`` critic updates, then one generator update.
+"""The training state and one compiled GAN iteration: ``n_critic`` critic updates, then one generator update (and
+its EMA), for any objective of ``objectives``.
 
 A run is a pure function of (config, seed): every random number is drawn from
 the run's root key by ``fold_in`` of the generator step held in the state (and of
@@ -15,7 +16,7 @@ import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from wgan_gp_jax import losses
+from wgan_gp_jax import augment, objectives, optimizers
 from wgan_gp_jax.models import Models
 
 # Independent random streams folded out of the run's root key.
@@ -34,6 +35,10 @@ class TrainState:
   critic_params: Any
   generator_opt_state: optax.OptState
   critic_opt_state: optax.OptState
+  # The generator's exponential moving average and its own batch-norm statistics; {} when ``config.ema.enabled`` is
+  # off.
+  ema_params: Any
+  ema_batch_stats: Any
 
 
 def root_key(seed: int) -> jax.Array:
@@ -46,24 +51,12 @@ def stream_key(state_key: jax.Array, stream: int, step: jax.Array | int) -> jax.
 
 
 def make_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-  """The generator's and the critic's optimizers: ``config.optimizer`` is ``adam`` or ``sgd``.
+  """The generator's and the critic's optimizers, from the ``generator`` and ``critic`` config groups.
 
-  The paper uses Adam (lr 1e-4, b1 0, b2 0.9). With ``config.linear_decay`` both
-  learning rates fall linearly to 0 over the run, as in the paper's CIFAR-10
-  ResNet experiments.
+  With ``linear_decay`` a learning rate falls linearly to 0 over the run's updates of that network.
   """
-
-  def optimizer(steps: int) -> optax.GradientTransformation:
-    lr = config.learning_rate
-    if config.linear_decay:
-      lr = optax.linear_schedule(config.learning_rate, 0.0, steps)
-    if config.optimizer == "adam":
-      return optax.adam(lr, b1=config.b1, b2=config.b2)
-    if config.optimizer == "sgd":
-      return optax.sgd(lr)
-    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}.")
-
-  return optimizer(config.num_steps), optimizer(config.num_steps * config.n_critic)
+  return (optimizers.build_optimizer(config.generator, num_updates=config.num_steps),
+          optimizers.build_optimizer(config.critic, num_updates=config.num_steps * config.n_critic))
 
 
 def init_state(config: ml_collections.ConfigDict, models: Models) -> TrainState:
@@ -74,28 +67,46 @@ def init_state(config: ml_collections.ConfigDict, models: Models) -> TrainState:
   generator_variables = models.generator.init(generator_key, z, train=False)
   critic_variables = models.critic.init(critic_key, jnp.zeros((1,) + models.sample_shape, jnp.float32))
   generator_tx, critic_tx = make_optimizers(config)
+  generator_params = generator_variables["params"]
+  generator_batch_stats = generator_variables.get("batch_stats", {})
+  ema_enabled = config.ema.enabled
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       key=key,
-      generator_params=generator_variables["params"],
-      generator_batch_stats=generator_variables.get("batch_stats", {}),
+      generator_params=generator_params,
+      generator_batch_stats=generator_batch_stats,
       critic_params=critic_variables["params"],
-      generator_opt_state=generator_tx.init(generator_variables["params"]),
+      generator_opt_state=generator_tx.init(generator_params),
       critic_opt_state=critic_tx.init(critic_variables["params"]),
+      ema_params=jax.tree.map(jnp.copy, generator_params) if ema_enabled else {},
+      ema_batch_stats=jax.tree.map(jnp.copy, generator_batch_stats) if ema_enabled else {},
   )
 
 
-def generate(models: Models, state: TrainState, z: jax.Array, *, train: bool) -> tuple[jax.Array, Any]:
+def generate(models: Models, params: Any, batch_stats: Any, z: jax.Array, *, train: bool) -> tuple[jax.Array, Any]:
   """Generator samples and, in training mode, the updated batch-norm statistics."""
-  variables = {"params": state.generator_params, "batch_stats": state.generator_batch_stats}
+  variables = {"params": params, "batch_stats": batch_stats}
   if not train:
-    return models.generator.apply(variables, z, train=False), state.generator_batch_stats
+    return models.generator.apply(variables, z, train=False), batch_stats
   samples, updates = models.generator.apply(variables, z, train=True, mutable=["batch_stats"])
   return samples, updates.get("batch_stats", {})
 
 
 def critic_fn(models: Models, critic_params: Any) -> Callable[[jax.Array], jax.Array]:
   return functools.partial(models.critic.apply, {"params": critic_params})
+
+
+def ema_beta(ema_config: ml_collections.ConfigDict, *, step: jax.Array | int, batch_size: int) -> jax.Array:
+  """The EMA's decay for the update after ``step`` generator steps (StyleGAN2-ADA's ``training_loop.py``).
+
+  ``0.5 ** (batch_size / half_life)``, the half-life being ``half_life_kimg * 1000`` generator images, capped at
+  ``rampup * step * batch_size`` (the images seen so far) while ``rampup > 0``: the average forgets its random start
+  quickly. A half-life of 0 gives ``beta = 0``: the EMA is the raw generator.
+  """
+  half_life = jnp.asarray(ema_config.half_life_kimg * 1000.0, jnp.float32)
+  if ema_config.rampup > 0:
+    half_life = jnp.minimum(half_life, jnp.asarray(step, jnp.float32) * batch_size * ema_config.rampup)
+  return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
 
 
 def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Callable[[jax.Array, int], jax.Array]:
@@ -107,6 +118,19 @@ def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Cal
   return latent
 
 
+def make_augmentation(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+  """``(x, key) -> x`` applying DiffAugment's ``config.augment.policy`` to all the critic sees, or None when off."""
+  policy = augment.parse_policy(config.augment.policy)
+  if not policy:
+    return None
+  return functools.partial(augment.diff_augment, policy=policy, translation_ratio=config.augment.translation_ratio,
+                           cutout_ratio=config.augment.cutout_ratio)
+
+
+# fold_in constants of the augmentation keys, apart from the splits that draw latents and penalty points.
+_AUGMENT_REAL, _AUGMENT_FAKE = 1, 2
+
+
 def make_critic_update(
     config: ml_collections.ConfigDict,
     models: Models,
@@ -116,26 +140,34 @@ def make_critic_update(
   """One critic update, ``(state, critic_params, critic_opt_state, real_batch, key) -> (critic_params, critic_opt_state, metrics)``.
 
   The fakes come from ``state``'s generator (training-mode batch norm, its
-  statistics discarded); ``key`` draws their latents and the penalty's
-  interpolation coefficients.
+  statistics discarded); ``key`` draws their latents, the penalty's random
+  points and the augmentations. With augmentation on, the critic sees (and the
+  penalty interpolates between) augmented real and augmented fake batches.
   """
   _, critic_tx = make_optimizers(config)
+  objective = objectives.build_objective(config.objective)
+  augmentation = make_augmentation(config)
   latent = _latent_sampler(models, batch_sharding)
 
   def critic_update(state, critic_params, critic_opt_state, real_batch, key):
     z_key, penalty_key = jax.random.split(key)
-    fake, _ = generate(models, state, latent(z_key, real_batch.shape[0]), train=True)
+    fake, _ = generate(models, state.generator_params, state.generator_batch_stats,
+                       latent(z_key, real_batch.shape[0]), train=True)
     fake = jax.lax.stop_gradient(fake)
+    if augmentation is not None:
+      real_batch = augmentation(real_batch, jax.random.fold_in(key, _AUGMENT_REAL))
+      fake = augmentation(fake, jax.random.fold_in(key, _AUGMENT_FAKE))
 
     def loss_fn(params):
-      return losses.wgan_gp_critic_loss(
-          critic_fn(models, params), real_batch, fake, penalty_key,
-          gp_weight=config.gp_weight, drift_weight=config.drift_weight)
+      return objective.critic_loss(critic_fn(models, params), real_batch, fake, penalty_key)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic_params)
     updates, critic_opt_state = critic_tx.update(grads, critic_opt_state, critic_params)
     metrics["critic_grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(critic_params, updates), critic_opt_state, metrics
+    critic_params = optax.apply_updates(critic_params, updates)
+    if objective.critic_constraint is not None:
+      critic_params = objective.critic_constraint(critic_params)
+    return critic_params, critic_opt_state, metrics
 
   return critic_update
 
@@ -149,27 +181,47 @@ def make_generator_update(
   """One generator update against ``state.critic_params``, ``(state, key, batch_size) -> (state, metrics)``.
 
   Updates the generator's parameters, optimizer state and batch-norm
-  statistics; ``state.step`` is left to the caller.
+  statistics, then its EMA when there is one; ``state.step`` is left to the caller.
+
+  The EMA generator keeps batch-norm statistics of its own: after each update
+  it runs once in training mode on this update's latents, and its batch-norm
+  layers fold the statistics of its own activations into its running averages
+  (momentum as the raw generator's). Running averages copied from the raw
+  generator would describe another network's activations.
   """
   generator_tx, _ = make_optimizers(config)
+  objective = objectives.build_objective(config.objective)
+  augmentation = make_augmentation(config)
   latent = _latent_sampler(models, batch_sharding)
 
   def generator_update(state, key, batch_size):
     z = latent(key, batch_size)
 
     def generator_loss_fn(params):
-      fake, batch_stats = generate(models, state.replace(generator_params=params), z, train=True)
-      loss = losses.wasserstein_generator_loss(models.critic.apply({"params": state.critic_params}, fake))
+      fake, batch_stats = generate(models, params, state.generator_batch_stats, z, train=True)
+      if augmentation is not None:
+        fake = augmentation(fake, jax.random.fold_in(key, _AUGMENT_FAKE))
+      loss = objective.generator_loss(critic_fn(models, state.critic_params)(fake))
       return loss, batch_stats
 
     (generator_loss, batch_stats), grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(state.generator_params)
     updates, generator_opt_state = generator_tx.update(grads, state.generator_opt_state, state.generator_params)
+    generator_params = optax.apply_updates(state.generator_params, updates)
+    metrics = {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads)}
+    ema_params, ema_batch_stats = state.ema_params, state.ema_batch_stats
+    if config.ema.enabled:
+      beta = ema_beta(config.ema, step=state.step, batch_size=batch_size)
+      ema_params = jax.tree.map(lambda average, new: new + beta * (average - new), ema_params, generator_params)
+      _, ema_batch_stats = generate(models, ema_params, ema_batch_stats, z, train=True)
+      metrics["ema_beta"] = beta
     new_state = state.replace(
-        generator_params=optax.apply_updates(state.generator_params, updates),
+        generator_params=generator_params,
         generator_batch_stats=batch_stats,
         generator_opt_state=generator_opt_state,
+        ema_params=ema_params,
+        ema_batch_stats=jax.lax.stop_gradient(ema_batch_stats),
     )
-    return new_state, {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads)}
+    return new_state, metrics
 
   return generator_update
 

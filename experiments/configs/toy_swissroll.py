@@ -4,5 +4,4 @@ from experiments.configs import common
 
 
 def get_config():
-  config = common.toy_config("swissroll")
-  return config
+  return common.toy_config("swissroll")

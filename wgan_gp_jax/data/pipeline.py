@@ -33,13 +33,14 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   """An infinite, checkpointable iterator of this process's real images for training.
 
   Each item is a float32 numpy array in [-1, 1] of shape
-  `(config.n_critic, config.batch_size // process_count, config.resolution, config.resolution, config.channels)`.
+  `(config.n_critic, config.batch_size // process_count, resolution, resolution, channels)`.
 
-  Config keys: `image_folder` (a folder or .zip of images, prepared into a TFDS dataset under `data_dir` on first use;
-  "" to use `dataset`), `dataset` (a TFDS name such as "celeb_a", "mnist", "fashion_mnist" or "cifar10", read from
-  `data_dir` in array_record format), `data_dir` (a TFDS data dir, or None for TFDS's default), `resolution`,
-  `channels` (1 or 3), `crop` (side of the center square crop as a fraction of the shorter image side, default
-  `images.DEFAULT_FACE_CROP`), `random_flip`, `seed`, `batch_size` (global) and `n_critic`.
+  Keys of the `data` config group: `image_folder` (a folder or .zip of images, prepared into a TFDS dataset under
+  `data_dir` on first use; "" to use `dataset`), `dataset` (a TFDS name such as "celeb_a", "mnist", "fashion_mnist" or
+  "cifar10", read from `data_dir` in array_record format), `data_dir` (a TFDS data dir, or None for TFDS's default),
+  `resolution`, `channels` (1 or 3), `crop` (side of the center square crop as a fraction of the shorter image side,
+  default `images.DEFAULT_FACE_CROP`), `random_flip`; and of the config itself: `seed`, `batch_size` (global) and
+  `n_critic`.
 
   `process_index` and `process_count` default to `jax.process_index()` and `jax.process_count()`.
   """
@@ -51,16 +52,17 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   if config.n_critic < 1:
     raise ValueError(f"n_critic must be at least 1, got {config.n_critic}")
   local_batch_size = config.batch_size // process_count
-  preprocessing = images.Preprocessing(resolution=config.resolution, crop=config.get("crop", images.DEFAULT_FACE_CROP),
-                                       channels=config.channels)
+  data = config.data
+  preprocessing = images.Preprocessing(resolution=data.resolution, crop=data.get("crop", images.DEFAULT_FACE_CROP),
+                                       channels=data.channels)
   split = tfds.split_for_jax_process(prepare.SPLIT, process_index=process_index, process_count=process_count)
-  data_source, to_image = _open_data_source(config, preprocessing, split=split)
+  data_source, to_image = _open_data_source(data, preprocessing, split=split)
   if len(data_source) == 0:
     raise ValueError(f"process {process_index} of {process_count} got no examples from split {split!r}")
 
   dataset = grain.MapDataset.source(data_source).seed(config.seed).shuffle().map(to_image)
   dataset = dataset.repeat().batch(config.n_critic * local_batch_size, drop_remainder=True)
-  if config.random_flip:
+  if data.random_flip:
     dataset = dataset.random_map(_random_horizontal_flips)
   dataset = dataset.map(functools.partial(_scale_and_split, n_critic=config.n_critic))
   threads = min(4, os.cpu_count() or 1)
@@ -83,7 +85,7 @@ def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.P
     raise ValueError(
         f"cannot read TFDS dataset {config.dataset!r} (split {split!r}) from data_dir {config.data_dir!r} without"
         f" TensorFlow: it must be prepared there in array_record format (e.g. `tfds build {config.dataset}"
-        f" --file_format=array_record`), or set config.image_folder to a folder or zip of images.\nCause: {error!r}"
+        f" --file_format=array_record`), or set config.data.image_folder to a folder or zip of images.\nCause: {error!r}"
     ) from error
   features = data_source.dataset_info.features
   if IMAGE_KEY not in features:

@@ -162,8 +162,8 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   start = time.perf_counter()
   if config.kind == "toy":
     samples = np.asarray(run.sample(num_samples, seed))
-    real = np.asarray(toy_data.sample(config.toy_dataset, jax.random.key(seed + 1), num_samples))
-    mixture = toy_data.MIXTURES.get(config.toy_dataset)
+    real = np.asarray(toy_data.sample(config.data.toy_dataset, jax.random.key(seed + 1), num_samples))
+    mixture = toy_data.MIXTURES.get(config.data.toy_dataset)
     results.update(toy_lib.toy_metrics(
       samples, real, centres=None if mixture is None else mixture.centres,
       std=None if mixture is None else mixture.std))
@@ -173,8 +173,8 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   if reference is None:
     raise ValueError("an image run needs a reference image folder")
   folder = pathlib.Path(reference)
-  crop = crop if crop is not None else config.get("crop", images_lib.DEFAULT_FACE_CROP)
-  prep = dict(resolution=config.resolution, crop=crop, channels=config.channels)
+  crop = crop if crop is not None else config.data.get("crop", images_lib.DEFAULT_FACE_CROP)
+  prep = dict(resolution=config.data.resolution, crop=crop, channels=config.data.channels)
   results.update(reference=str(folder), reference_split=reference_split, preprocessing=preprocessing,
                  **prep)
   params = _load_params(metrics, results, weights=weights, cache=cache)

@@ -8,6 +8,7 @@ import ml_collections
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
 from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
+from wgan_gp_jax.names import unknown_name_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,19 +20,31 @@ class Models:
   sample_shape: tuple[int, ...]
 
 
+MODELS = ("toy_mlp", "dcgan", "resnet")
+
+
+def sample_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The shape of one example: ``(2,)`` for toy runs, ``(resolution, resolution, channels)`` of ``config.data``."""
+  if config.kind == "toy":
+    return (2,)
+  return (config.data.resolution, config.data.resolution, config.data.channels)
+
+
 def build_models(config: ml_collections.ConfigDict) -> Models:
-  """Builds the models named by ``config.model``: ``toy_mlp``, ``dcgan`` or ``resnet``."""
-  name = config.model
-  if name == "toy_mlp":
-    return Models(ToyGenerator(hidden=config.width), ToyCritic(hidden=config.width), config.latent_dim, (2,))
-  sample_shape = (config.resolution, config.resolution, config.channels)
-  if name == "dcgan":
+  """Builds the models of the ``model`` config group (``name``: ``toy_mlp``, ``dcgan`` or ``resnet``) for the examples
+  of the ``data`` group."""
+  model = config.model
+  shape = sample_shape(config)
+  if model.name == "toy_mlp":
+    return Models(ToyGenerator(hidden=model.width), ToyCritic(hidden=model.width), model.latent_dim, shape)
+  resolution, _, channels = shape
+  if model.name == "dcgan":
     return Models(
-        DCGANGenerator(resolution=config.resolution, channels=config.channels, width=config.width),
-        DCGANCritic(width=config.width, layer_norm=config.layer_norm),
-        config.latent_dim, sample_shape)
-  if name == "resnet":
+        DCGANGenerator(resolution=resolution, channels=channels, width=model.width),
+        DCGANCritic(width=model.width, layer_norm=model.layer_norm),
+        model.latent_dim, shape)
+  if model.name == "resnet":
     return Models(
-        ResNetGenerator(resolution=config.resolution, channels=config.channels, width=config.width),
-        ResNetCritic(width=config.width), config.latent_dim, sample_shape)
-  raise ValueError(f"config.model must be one of 'toy_mlp', 'dcgan', 'resnet'; got {name!r}.")
+        ResNetGenerator(resolution=resolution, channels=channels, width=model.width),
+        ResNetCritic(width=model.width), model.latent_dim, shape)
+  raise ValueError(unknown_name_message("model.name", model.name, MODELS))

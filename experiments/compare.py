@@ -1,0 +1,198 @@
+r"""Trains one model under several objectives for the same number of generator steps, evaluates each on the same
+samples count against the same reference, and writes one table and one figure: the TF2 tutorial's comparison.
+
+  python -m experiments.compare --config experiments/configs/celeba32.py \
+      --objectives wgan_clip,wgan_gp_batchnorm,wgan_gp --workdir runs/compare [--num_samples 2000] \
+      [--config.num_steps=1000 ...]
+
+Each objective trains in ``WORKDIR/<objective>`` with ``python -m experiments.train`` (so a stopped comparison resumes
+where it stopped), with the optimizer of its own paper where it has one (``objectives.RECOMMENDED_OPTIMIZERS``: the
+original WGAN's RMSProp at 5e-5) unless ``--nopaper_optimizers``; ``--config.*`` overrides apply to every objective
+(after those). Each run is then evaluated with ``python -m experiments.evaluate`` (FID, KID, precision/recall on
+``--num_samples`` samples against the config's images, sampled from the EMA where the config keeps one), and the
+real-vs-real floor at the same N is measured beside them. Writes ``WORKDIR/comparison.md``, ``comparison.json``
+and ``comparison.png`` (a grid of samples per objective, side by side).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import cli
+from wgan_gp_jax import host, objectives
+from wgan_gp_jax.names import unknown_name_message
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the comparison: one run per objective inside.")
+_OBJECTIVES = flags.DEFINE_list("objectives", ["wgan_clip", "wgan_gp_batchnorm", "wgan_gp"],
+                                f"Objectives to compare, among {', '.join(objectives.OBJECTIVES)}.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation (FID depends on it).", lower_bound=2)
+_METRICS = flags.DEFINE_list("metrics", ["fid", "kid", "pr"], "Metrics of experiments.evaluate.")
+_PAPER_OPTIMIZERS = flags.DEFINE_bool("paper_optimizers", True, "Train each objective with its own paper's optimizer"
+                                      " (objectives.RECOMMENDED_OPTIMIZERS).")
+_GRID = flags.DEFINE_integer("grid_samples", 36, "Samples per objective in the figure.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_TIMING_FILE = "compare_train_seconds.json"
+
+
+def _config_overrides(argv: list[str]) -> list[str]:
+  return [arg for arg in argv if arg.startswith("--config.")]
+
+
+def objective_flags(name: str, *, paper_optimizers: bool) -> list[str]:
+  """The ``--config.*`` flags that select objective ``name`` (and its paper's optimizer)."""
+  settings = {"objective.name": name}
+  if paper_optimizers:
+    settings.update(objectives.RECOMMENDED_OPTIMIZERS.get(name, {}))
+  return [f"--config.{key}={value}" for key, value in settings.items()]
+
+
+def _run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a run was trained with, as ``experiments.train`` wrote it."""
+  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def _run(module: str, *args: str) -> float:
+  """Runs ``python -m module args`` from the repository root; its wall time in seconds."""
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+  start = time.perf_counter()
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=_REPO, env=env)
+  if result.returncode:
+    cli.fail(f"python -m {module} {' '.join(args)} exited with status {result.returncode}")
+  return time.perf_counter() - start
+
+
+def _train(config_file: str, workdir: pathlib.Path, flags_: list[str], num_steps: int) -> float:
+  """Trains (or resumes) one run to ``num_steps``; the training wall time over all its starts."""
+  timing = workdir / _TIMING_FILE
+  recorded = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "step": 0}
+  if recorded["step"] < num_steps:
+    seconds = _run("experiments.train", f"--config={config_file}", f"--workdir={workdir}", *flags_)
+    recorded = {"seconds": recorded["seconds"] + seconds, "step": num_steps}
+    timing.write_text(json.dumps(recorded) + "\n")
+  return recorded["seconds"]
+
+
+def _evaluate(workdir: pathlib.Path, *args: str) -> dict:
+  """``experiments.evaluate``'s results, from its ``evaluation.json`` when made with the same arguments."""
+  path = workdir / "evaluation.json"
+  marker = workdir / "compare_evaluation_args.json"
+  if not (path.exists() and marker.exists() and json.loads(marker.read_text()) == list(args)):
+    _run("experiments.evaluate", f"--workdir={workdir}", *args)
+    marker.write_text(json.dumps(list(args)) + "\n")
+  return json.loads(path.read_text())
+
+
+def _optimizer_text(config) -> str:
+  def describe(group):
+    if group.name == "adam":
+      return f"Adam({group.learning_rate:g}, {group.b1:g}, {group.b2:g})"
+    if group.name == "rmsprop":
+      return f"RMSProp({group.learning_rate:g})"
+    return f"SGD({group.learning_rate:g})"
+  critic, generator = describe(config.critic), describe(config.generator)
+  return critic if critic == generator else f"critic {critic}, generator {generator}"
+
+
+def _fmt(value, digits: int) -> str:
+  return "" if value is None else f"{value:.{digits}f}"
+
+
+_METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "swd")
+
+
+def _metric_cells(results: dict) -> list[str]:
+  kid = "" if results.get("kid") is None else f"{results['kid']:.4f} ± {results.get('kid_std', 0):.4f}"
+  return [_fmt(results.get("fid"), 1), kid, _fmt(results.get("precision"), 3), _fmt(results.get("recall"), 3),
+          _fmt(results.get("swd"), 2)]
+
+
+def markdown_table(rows: list[dict], floor: dict | None, num_samples: int) -> str:
+  lines = [f"| objective | optimizer | generator steps | training wall time | FID ({num_samples:,} samples) | KID |"
+           " precision | recall | SWD x1e3 |", "|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    cells = [f"`{row['objective']}`", row["optimizer"], f"{row['steps']:,}", f"{row['train_minutes']:.1f} min",
+             *_metric_cells(row)]
+    lines.append("| " + " | ".join(cells) + " |")
+  if floor is not None:
+    cells = [f"real vs real ({num_samples:,} vs {num_samples:,})", "", "", "", *_metric_cells(floor)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _figure(rows: list[dict], path: pathlib.Path, num: int) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from wgan_gp_jax import experiment, plotting
+
+  fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.6), squeeze=False)
+  for ax, row in zip(axes[0], rows):
+    run = experiment.load_run(row["workdir"])
+    ax.imshow(plotting.image_grid(run.sample(num, seed=0)), interpolation="nearest")
+    ax.set_title(f"{row['objective']}\nFID {row['fid']:.1f}" if row.get("fid") is not None else row["objective"])
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = [name for name in _OBJECTIVES.value if name not in objectives.OBJECTIVES]
+  if unknown:
+    cli.fail("--objectives: " + unknown_name_message("objective", unknown[0], objectives.OBJECTIVES))
+  workdir = pathlib.Path(_WORKDIR.value).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  config_file = cli.flag_value(sys.argv, "config")
+  num_steps = _CONFIG.value.num_steps
+  user_overrides = _config_overrides(sys.argv)
+  metrics = ",".join(_METRICS.value)
+  evaluate_args = [f"--metrics={metrics}", f"--num_samples={_NUM_SAMPLES.value}"]
+
+  rows = []
+  for name in _OBJECTIVES.value:
+    run_dir = workdir / name
+    settings = objective_flags(name, paper_optimizers=_PAPER_OPTIMIZERS.value)
+    seconds = _train(config_file, run_dir, settings + user_overrides, num_steps)
+    config = _run_config(run_dir)
+    results = _evaluate(run_dir, *evaluate_args)
+    rows.append({
+        "objective": name, "optimizer": _optimizer_text(config), "steps": results.get("step", config.num_steps),
+        "train_minutes": seconds / 60, "train_seconds": seconds, "workdir": str(run_dir),
+        "generator": results.get("generator"),
+        **{key: results.get(key) for key in _METRIC_KEYS}})
+  floor = None
+  if config.kind == "image":
+    reference = config.data.image_folder or None
+    floor_args = ["--real_floor", f"--resolution={config.data.resolution}", f"--crop={config.data.crop}",
+                  *evaluate_args, *([f"--reference={reference}"] if reference else [])]
+    floor = _evaluate(workdir / "real_floor", *floor_args)
+
+  machine = f"{host.cpu_model()}, {os.cpu_count()} cores"
+  table = markdown_table(rows, floor, _NUM_SAMPLES.value)
+  (workdir / "comparison.md").write_text(
+      f"{table}\nSame model and data ({config.model.name} {config.data.resolution}px width"
+      f" {config.model.width}, batch {config.batch_size}, n_critic {config.n_critic}), {config.num_steps:,} generator"
+      f" steps each; {machine}.\n")
+  (workdir / "comparison.json").write_text(json.dumps(
+      {"rows": rows, "real_floor": floor, "num_samples": _NUM_SAMPLES.value, "machine": machine,
+       "config_file": config_file, "overrides": user_overrides}, indent=2, default=str) + "\n")
+  _figure(rows, workdir / "comparison.png", _GRID.value)
+  print(table)
+  print(f"wrote {workdir / 'comparison.md'}, comparison.json and comparison.png")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

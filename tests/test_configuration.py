@@ -1,0 +1,123 @@
+"""Config groups: unknown keys named with the nearest valid one, bad values refused in one line before anything is
+compiled, on the command line with exit status 2; checkpoints of the flat configs before groups refused and kept."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import pytest
+
+from experiments.configs import celeba32, common, toy_8gaussians
+from wgan_gp_jax import checkpoint, configuration, experiment
+from wgan_gp_jax import train as train_lib
+from wgan_gp_jax.models import build_models
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_every_config_file_is_valid():
+  for path in sorted((REPO_ROOT / "experiments" / "configs").glob("*.py")):
+    if path.name in ("__init__.py", "common.py"):
+      continue
+    module = {}
+    exec(compile(path.read_text(), str(path), "exec"), module)
+    configuration.validate(module["get_config"]())
+
+
+def test_override_names_the_nearest_valid_key():
+  config = toy_8gaussians.get_config()
+  with pytest.raises(configuration.ConfigError, match="unknown config key 'objective.gp_weigth'; the nearest valid key"
+                     " is 'objective.gp_weight'"):
+    configuration.override(config, {"objective.gp_weigth": 1.0})
+  # A key of the flat configs before groups points to where it went.
+  with pytest.raises(configuration.ConfigError, match="the nearest valid key is 'critic.learning_rate'"):
+    configuration.override(config, {"learning_rate": 1e-3})
+  assert configuration.override(config, {"objective.gp_weight": 1.0}).objective.gp_weight == 1.0
+  assert config.objective.gp_weight == 0.1  # the original is unchanged
+
+
+def test_validate_refuses_a_key_added_to_a_group():
+  config = toy_8gaussians.get_config()
+  config.ema.half_life = 3.0
+  with pytest.raises(configuration.ConfigError, match="unknown config key 'ema.half_life'; the nearest valid key is"
+                     " 'ema.half_life_kimg'"):
+    configuration.validate(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": -8}, "batch_size must be a positive integer, got -8"),
+    ({"n_critic": 0}, "n_critic must be a positive integer, got 0"),
+    ({"objective.name": "wgan-gp"}, "unknown objective.name 'wgan-gp'; did you mean 'wgan_gp'?"),
+    ({"critic.name": "adamw"}, "unknown critic.name 'adamw'; did you mean 'adam'?"),
+    ({"generator.learning_rate": 0.0}, "generator.learning_rate must be positive, got 0.0"),
+    ({"model.name": "stylegan"}, "unknown model.name 'stylegan'"),
+    ({"augment.policy": "color,rotation"}, "rotation"),
+    ({"objective.clip": -0.01}, "objective.clip must be positive"),
+    ({"data.resolution": 48}, "resolution must be 4 * 2^k"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(overrides, message):
+  config = configuration.override(celeba32.get_config(), overrides)
+  with pytest.raises(configuration.ConfigError) as error:
+    configuration.validate(config)
+  assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_batch_that_the_devices_cannot_share_is_refused_before_compiling(tmp_path):
+  config = configuration.override(toy_8gaussians.get_config(), {"batch_size": 30})
+  with pytest.raises(configuration.ConfigError, match=r"batch_size=30 must be divisible by the number of devices \(4\)"):
+    configuration.validate(config, num_devices=4)
+  with pytest.raises(configuration.ConfigError, match="batch_size must be a positive integer"):
+    experiment.train_and_evaluate(configuration.override(config, {"batch_size": 0}), tmp_path / "run")
+  assert not (tmp_path / "run").exists()  # refused before the work directory was touched
+
+
+def _train(*flags: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  return subprocess.run([sys.executable, "-m", "experiments.train", *flags], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.objective.gp_weigth=3"],
+     "error: --config.objective.gp_weigth: unknown config key 'objective.gp_weigth'; the nearest valid key is"
+     " 'objective.gp_weight'"),
+    (["--config.objectiv.name=hinge"],
+     "error: --config.objectiv.name: unknown config key 'objectiv.name'; the nearest valid key is 'objective.name'"),
+    (["--config.batch_size=0"], "error: config: batch_size must be a positive integer, got 0"),
+    (["--config.objective.name=hinj"],
+     "error: config: unknown objective.name 'hinj'; did you mean 'hinge'? (valid: wgan_gp, wgan_lp,"
+     " wgan_gp_batchnorm, wgan_clip, hinge, ns_r1, dragan)"),
+    (["--config.batch_size=abc"], "error: flag --config.batch_size=abc:"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_status_2(tmp_path, flags, message):
+  result = _train("--config=experiments/configs/toy_8gaussians.py", f"--workdir={tmp_path / 'run'}", *flags)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith(message), result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+  result = _train("--config=experiments/configs/no_such.py", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == "error: --config: no config file 'experiments/configs/no_such.py'"
+
+
+def test_checkpoints_of_flat_configs_are_refused_and_kept(tmp_path):
+  config = configuration.override(common.toy_config("8gaussians"), {"model.width": 8, "batch_size": 8})
+  models = build_models(config)
+  state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(train_lib.make_mesh(1)))
+  flat = ml_collections.ConfigDict({"kind": "toy", "model": "toy_mlp", "width": 8, "learning_rate": 2e-3,
+                                    "num_steps": 5, "seed": 0})
+  with checkpoint.Checkpoints(tmp_path) as checkpoints:
+    checkpoints.save(5, state, flat)
+  for load in (lambda: experiment.load_run(tmp_path), lambda: experiment.train_and_evaluate(config, tmp_path)):
+    with pytest.raises(checkpoint.ConfigMismatchError, match="was made by an earlier wgan_gp_jax whose config had no"
+                       " groups.*git checkout 53f4924"):
+      load()
+  assert (tmp_path / "checkpoints" / "5").is_dir() and not (tmp_path / checkpoint.UNREADABLE_DIRNAME).exists()

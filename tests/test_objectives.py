@@ -1,0 +1,314 @@
+"""Objectives by name, optimizers by name, the generator EMA, and the compiled iteration against a plain loop written
+from the papers' algorithms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import common
+from wgan_gp_jax import configuration, losses, objectives
+from wgan_gp_jax import train as train_lib
+from wgan_gp_jax.models import build_models
+
+IMAGE_SHAPE = (8, 8, 3)
+
+
+def _quadratic_critic(x):
+  """A critic whose input gradient is known: ``D(x) = sum(a * x + x^2 / 2)``."""
+  a = jnp.linspace(-1.0, 1.0, x[0].size).reshape(x.shape[1:])
+  return jnp.sum(a * x + 0.5 * jnp.square(x), axis=tuple(range(1, x.ndim)))
+
+
+def _batches():
+  real = jax.random.normal(jax.random.key(1), (6,) + IMAGE_SHAPE)
+  fake = jax.random.normal(jax.random.key(2), (6,) + IMAGE_SHAPE)
+  return real, fake
+
+
+def _objective(name: str, **overrides) -> objectives.Objective:
+  group = configuration.override(configuration.default_config("image"), {"objective.name": name, **{
+      f"objective.{key}": value for key, value in overrides.items()}}).objective
+  return objectives.build_objective(group)
+
+
+def _reference_losses(name, critic, real, fake, key):
+  """Each objective's critic and generator loss composed by hand from ``losses``."""
+  real_scores, fake_scores = critic(real), critic(fake)
+  wasserstein = losses.wasserstein_critic_loss(real_scores, fake_scores)
+  non_saturating = losses.non_saturating_critic_loss(real_scores, fake_scores)
+  if name == "wgan_gp":
+    critic_loss = wasserstein + 7.0 * losses.gradient_penalty(critic, real, fake, key)
+  elif name == "wgan_lp":
+    critic_loss = wasserstein + 7.0 * losses.gradient_penalty(critic, real, fake, key, one_sided=True)
+  elif name == "wgan_gp_batchnorm":
+    gradients = losses.input_gradients(critic, losses.random_interpolates(real, fake, key))
+    critic_loss = wasserstein + 7.0 * (jnp.linalg.norm(gradients.ravel()) - 1.0) ** 2
+  elif name in ("wgan_clip",):
+    critic_loss = wasserstein
+  elif name == "hinge":
+    critic_loss = losses.hinge_critic_loss(real_scores, fake_scores)
+  elif name == "ns_r1":
+    critic_loss = non_saturating + 0.5 * 3.0 * losses.r1_penalty(critic, real)
+  elif name == "dragan":
+    critic_loss = non_saturating + 5.0 * losses.dragan_penalty(critic, real, key)
+  else:
+    raise AssertionError(name)
+  if name in ("ns_r1", "dragan"):
+    generator_loss = losses.non_saturating_generator_loss(fake_scores)
+  else:
+    generator_loss = losses.wasserstein_generator_loss(fake_scores)
+  return critic_loss, generator_loss
+
+
+@pytest.mark.parametrize("name", sorted(objectives.OBJECTIVES))
+def test_each_objective_equals_the_functions_of_losses(name):
+  objective = _objective(name, gp_weight=7.0, r1_gamma=3.0, dragan_weight=5.0)
+  real, fake = _batches()
+  key = jax.random.key(3)
+  critic_loss, metrics = jax.jit(objective.critic_loss, static_argnums=0)(_quadratic_critic, real, fake, key)
+  expected_critic, expected_generator = _reference_losses(name, _quadratic_critic, real, fake, key)
+  np.testing.assert_allclose(critic_loss, expected_critic, rtol=1e-5)
+  np.testing.assert_allclose(metrics["critic_loss"], expected_critic, rtol=1e-5)
+  np.testing.assert_allclose(objective.generator_loss(_quadratic_critic(fake)), expected_generator, rtol=1e-6)
+  np.testing.assert_allclose(metrics["wasserstein_estimate"],
+                             jnp.mean(_quadratic_critic(real)) - jnp.mean(_quadratic_critic(fake)), rtol=1e-5)
+
+
+def test_the_tutorials_whole_batch_penalty_differs_from_the_papers():
+  # D(x) = ||x||^2 / 2 has gradient x: per example the norms are ||x_i||, for the whole batch one norm ||x||_F.
+  x = jax.random.normal(jax.random.key(0), (5,) + IMAGE_SHAPE) * jnp.arange(1.0, 6.0)[:, None, None, None] / 10
+  critic = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))
+  tutorial, one_norm = objectives.tutorial_whole_batch_gradient_penalty(critic, x, x, jax.random.key(1))
+  np.testing.assert_allclose(one_norm, np.linalg.norm(np.asarray(x)), rtol=1e-6)
+  np.testing.assert_allclose(tutorial, (np.linalg.norm(np.asarray(x)) - 1) ** 2, rtol=1e-5)
+  assert abs(float(tutorial) - float(losses.gradient_penalty(critic, x, x, jax.random.key(1)))) > 0.1
+
+
+def _image_config(**overrides):
+  config = configuration.default_config("image")
+  small = {"model.width": 4, "model.latent_dim": 8, "data.resolution": 8, "batch_size": 4, "n_critic": 2,
+           "num_steps": 10}
+  return configuration.override(config, {**small, **overrides})
+
+
+def _real(config, seed=0):
+  shape = (config.n_critic, config.batch_size, config.data.resolution, config.data.resolution, 3)
+  return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape), jnp.float32)
+
+
+def test_weight_clipping_keeps_every_critic_weight_within_c_after_an_update():
+  # A large learning rate would take most weights far outside [-c, c] without the clipping.
+  config = _image_config(**{"objective.name": "wgan_clip", "objective.clip": 0.01, "critic.name": "rmsprop",
+                            "critic.learning_rate": 0.5})
+  models = build_models(config)
+  state = train_lib.init_state(config, models)
+  assert max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(state.critic_params)) > 0.01
+  update = jax.jit(train_lib.make_critic_update(config, models))
+  params, _, _ = update(state, state.critic_params, state.critic_opt_state, _real(config)[0], jax.random.key(0))
+  leaves = jax.tree.leaves(params)
+  assert max(float(jnp.max(jnp.abs(w))) for w in leaves) <= 0.01
+  assert sum(int(jnp.sum(jnp.abs(w) == 0.01)) for w in leaves) > 0  # the clipping was needed
+
+
+def _small_critic_config(name: str):
+  return _image_config(**{"objective.name": name, "model.width": 8, "data.resolution": 16, "batch_size": 8})
+
+
+def _critic_update_flops(name: str) -> float:
+  config = _small_critic_config(name)
+  models = build_models(config)
+  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+  real = jax.ShapeDtypeStruct((config.batch_size, 16, 16, 3), jnp.float32)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  compiled = jax.jit(train_lib.make_critic_update(config, models)).lower(
+      state, state.critic_params, state.critic_opt_state, real, key).compile()
+  return compiled.cost_analysis()["flops"]
+
+
+def _first_order_critic_gradient_flops() -> float:
+  """The work of a critic update without any penalty: fakes, the critic on real and fake, its weight gradient."""
+  config = _small_critic_config("wgan_clip")
+  models = build_models(config)
+  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+
+  def gradient(state, real, z):
+    fake, _ = train_lib.generate(models, state.generator_params, state.generator_batch_stats, z, train=True)
+    loss = lambda p: jnp.mean(models.critic.apply({"params": p}, fake)) - jnp.mean(
+        models.critic.apply({"params": p}, real))
+    return jax.grad(loss)(state.critic_params)
+
+  real = jax.ShapeDtypeStruct((config.batch_size, 16, 16, 3), jnp.float32)
+  z = jax.ShapeDtypeStruct((config.batch_size, models.latent_dim), jnp.float32)
+  return jax.jit(gradient).lower(state, real, z).compile().cost_analysis()["flops"]
+
+
+def test_objectives_without_an_input_gradient_penalty_compile_no_second_order_gradient():
+  flops = {name: _critic_update_flops(name) for name in ("wgan_gp", "wgan_clip", "hinge", "ns_r1")}
+  first_order = _first_order_critic_gradient_flops()
+  for name in ("wgan_clip", "hinge"):  # the first-order gradient and the optimizer's elementwise work, nothing more
+    assert flops[name] < 1.05 * first_order, (flops, first_order)
+  for name in ("wgan_gp", "ns_r1"):  # an input gradient and its weight gradient: a second-order program
+    assert flops[name] > 1.4 * first_order, (flops, first_order)
+
+
+def _plain_algorithm_1(config, models, state, real_batches, iterations):
+  """The paper's Algorithm 1 (and Arjovsky et al.'s for weight clipping) as a plain eager loop: no scan, no jit, its
+  own optax optimizers, the same keys as the library (``train_lib.stream_key``)."""
+  clip = config.objective.name == "wgan_clip"
+  if clip:
+    critic_tx = optax.rmsprop(config.critic.learning_rate, decay=config.critic.decay, eps=config.critic.eps)
+    generator_tx = optax.rmsprop(config.generator.learning_rate, decay=config.generator.decay, eps=config.generator.eps)
+  else:
+    critic_tx = optax.adam(config.critic.learning_rate, b1=config.critic.b1, b2=config.critic.b2)
+    generator_tx = optax.adam(config.generator.learning_rate, b1=config.generator.b1, b2=config.generator.b2)
+  w, theta, stats = state.critic_params, state.generator_params, state.generator_batch_stats
+  critic_state, generator_state = critic_tx.init(w), generator_tx.init(theta)
+  lam = config.objective.gp_weight
+
+  def D(params, x):
+    return models.critic.apply({"params": params}, x)
+
+  def G(params, z):
+    return models.generator.apply({"params": params, "batch_stats": stats}, z, train=True, mutable=["batch_stats"])
+
+  for step in range(iterations):
+    step_key = train_lib.stream_key(state.key, train_lib.TRAIN_STREAM, step)
+    for t in range(config.n_critic):
+      x = real_batches[step][t]
+      z_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, t))
+      z = jax.random.normal(z_key, (x.shape[0], models.latent_dim))
+      eps = jax.random.uniform(penalty_key, (x.shape[0], 1, 1, 1))
+      x_tilde = G(theta, z)[0]
+
+      def critic_loss(w):
+        loss = jnp.mean(D(w, x_tilde)) - jnp.mean(D(w, x))
+        if clip:
+          return loss
+        x_hat = eps * x + (1 - eps) * x_tilde
+        gradient = jax.grad(lambda x_hat: jnp.sum(D(w, x_hat)))(x_hat)
+        norms = jnp.sqrt(jnp.sum(jnp.square(gradient), axis=(1, 2, 3)))
+        return loss + lam * jnp.mean(jnp.square(norms - 1))
+
+      updates, critic_state = critic_tx.update(jax.grad(critic_loss)(w), critic_state, w)
+      w = optax.apply_updates(w, updates)
+      if clip:
+        w = jax.tree.map(lambda v: jnp.clip(v, -config.objective.clip, config.objective.clip), w)
+    z = jax.random.normal(jax.random.fold_in(step_key, config.n_critic), (config.batch_size, models.latent_dim))
+
+    def generator_loss(theta):
+      fake, new_stats = G(theta, z)
+      return -jnp.mean(D(w, fake)), new_stats["batch_stats"]
+
+    gradient, new_stats = jax.grad(generator_loss, has_aux=True)(theta)
+    updates, generator_state = generator_tx.update(gradient, generator_state, theta)
+    theta, stats = optax.apply_updates(theta, updates), new_stats
+  return w, theta, stats
+
+
+@pytest.mark.parametrize("name", ["wgan_gp", "wgan_clip"])
+def test_compiled_iteration_equals_a_plain_loop_of_the_papers_algorithm(name):
+  overrides = {"objective.name": name}
+  if name == "wgan_clip":
+    overrides.update({key: value for key, value in objectives.RECOMMENDED_OPTIMIZERS["wgan_clip"].items()})
+    overrides.update({"critic.learning_rate": 1e-3, "generator.learning_rate": 1e-3})  # a visible change in 3 steps
+  else:
+    overrides.update({"critic.learning_rate": 1e-3, "generator.learning_rate": 2e-3, "critic.b1": 0.5})
+  config = _image_config(**overrides)
+  models = build_models(config)
+  initial = train_lib.init_state(config, models)
+  real = [_real(config, seed) for seed in range(3)]
+  iteration = jax.jit(train_lib.make_train_iteration(config, models))
+  state = initial
+  for batch in real:
+    state, _ = iteration(state, batch)
+  w, theta, stats = _plain_algorithm_1(config, models, initial, real, 3)
+  for ours, plain in ((state.critic_params, w), (state.generator_params, theta), (state.generator_batch_stats, stats)):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain), strict=True):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(state.generator_params),
+                                                            jax.tree.leaves(initial.generator_params)))
+  assert moved > 1e-3
+
+
+def test_separate_optimizers_and_learning_rates_for_critic_and_generator():
+  config = _image_config(**{"critic.name": "sgd", "critic.learning_rate": 0.1, "generator.name": "rmsprop",
+                            "generator.learning_rate": 1e-3})
+  generator_tx, critic_tx = train_lib.make_optimizers(config)
+  params = {"w": jnp.ones(3)}
+  gradient = {"w": jnp.array([1.0, -2.0, 0.5])}
+  critic_step, _ = critic_tx.update(gradient, critic_tx.init(params), params)
+  np.testing.assert_allclose(critic_step["w"], -0.1 * gradient["w"], rtol=1e-6)
+  generator_step, _ = generator_tx.update(gradient, generator_tx.init(params), params)
+  # RMSProp's first step: -lr * g / sqrt((1 - decay) * g^2 + eps) = -lr * sign(g) / sqrt(1 - decay).
+  np.testing.assert_allclose(generator_step["w"], -1e-3 * jnp.sign(gradient["w"]) / np.sqrt(0.01), rtol=1e-4)
+
+
+def test_linear_decay_reaches_zero_at_the_end_of_each_networks_updates():
+  config = _image_config(**{"critic.name": "sgd", "critic.linear_decay": True, "generator.name": "sgd",
+                            "generator.linear_decay": True, "num_steps": 10, "n_critic": 2})
+  generator_tx, critic_tx = train_lib.make_optimizers(config)
+  params, gradient = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
+  for tx, updates, lr in ((generator_tx, 10, config.generator.learning_rate),
+                          (critic_tx, 20, config.critic.learning_rate)):
+    opt_state = tx.init(params)
+    steps = []
+    for _ in range(updates + 1):
+      step, opt_state = tx.update(gradient, opt_state, params)
+      steps.append(-float(step["w"]))
+    np.testing.assert_allclose(steps[0], lr, rtol=1e-6)
+    np.testing.assert_allclose(steps[updates // 2], lr / 2, rtol=1e-5)
+    assert steps[updates] == 0.0
+
+
+def test_ema_with_half_life_zero_is_the_raw_generator():
+  config = configuration.override(common.toy_config("8gaussians"), {
+      "model.width": 16, "batch_size": 16, "ema.enabled": True, "ema.half_life_kimg": 0.0})
+  models = build_models(config)
+  state = train_lib.init_state(config, models)
+  iteration = jax.jit(train_lib.make_train_iteration(config, models))
+  for step in range(3):
+    state, _ = iteration(state, jax.random.normal(jax.random.key(step), (config.n_critic, 16, 2)))
+  for ema, raw in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(state.generator_params), strict=True):
+    np.testing.assert_array_equal(ema, raw)
+
+
+def test_ema_ramp_up_follows_its_formula_and_the_average_is_exact():
+  config = _image_config(**{"ema.enabled": True, "ema.half_life_kimg": 0.1, "ema.rampup": 0.5, "batch_size": 4})
+  batch = 4
+  # Half-life min(100, step * 4 * 0.5) images; beta = 0.5 ** (4 / half-life).
+  for step, half_life in ((0, 0.0), (1, 2.0), (10, 20.0), (49, 98.0), (50, 100.0), (1000, 100.0)):
+    expected = 0.5 ** (batch / half_life) if half_life else 0.0
+    np.testing.assert_allclose(train_lib.ema_beta(config.ema, step=step, batch_size=batch), expected, rtol=1e-6)
+  no_rampup = configuration.override(config, {"ema.rampup": 0.0}).ema
+  np.testing.assert_allclose(train_lib.ema_beta(no_rampup, step=0, batch_size=batch), 0.5 ** (4 / 100), rtol=1e-6)
+
+  models = build_models(config)
+  state = train_lib.init_state(config, models).replace(step=jnp.asarray(7, jnp.int32))
+  state = state.replace(ema_params=jax.tree.map(lambda p: p + 1.0, state.ema_params))  # an average apart from the raw
+  updated, metrics = jax.jit(train_lib.make_generator_update(config, models), static_argnums=2)(
+      state, jax.random.key(0), batch)
+  beta = 0.5 ** (batch / (7 * batch * 0.5))
+  np.testing.assert_allclose(metrics["ema_beta"], beta, rtol=1e-6)
+  for ema, old, new in zip(jax.tree.leaves(updated.ema_params), jax.tree.leaves(state.ema_params),
+                           jax.tree.leaves(updated.generator_params), strict=True):
+    np.testing.assert_allclose(ema, beta * old + (1 - beta) * new, rtol=1e-5, atol=1e-6)
+  # The EMA generator's batch-norm statistics are its own: they moved, and differ from the raw generator's.
+  for ema_stats, start, raw in zip(jax.tree.leaves(updated.ema_batch_stats), jax.tree.leaves(state.ema_batch_stats),
+                                   jax.tree.leaves(updated.generator_batch_stats), strict=True):
+    assert not np.array_equal(ema_stats, start) and not np.array_equal(ema_stats, raw)
+
+
+def test_runs_sample_from_the_ema_by_default(tmp_path):
+  from wgan_gp_jax import experiment
+  config = configuration.override(common.toy_config("8gaussians"), {
+      "model.width": 16, "batch_size": 16, "num_steps": 4, "checkpoint.every": 4, "logging.figure_every": 10**6,
+      "ema.enabled": True, "ema.half_life_kimg": 1.0})
+  experiment.train_and_evaluate(config, tmp_path)
+  ema_run, raw_run = experiment.load_run(tmp_path), experiment.load_run(tmp_path, use_ema=False)
+  assert ema_run.samples_from_ema and not raw_run.samples_from_ema
+  z = ema_run.latents(8, seed=0)
+  expected = ema_run.models.generator.apply({"params": ema_run.state.ema_params}, z, train=False)
+  np.testing.assert_allclose(ema_run.generate(z), expected, rtol=1e-6)
+  assert not np.allclose(ema_run.generate(z), raw_run.generate(z))

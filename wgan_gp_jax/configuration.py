@@ -1,0 +1,193 @@
+"""The experiment config: every key with its default, and the checks of a whole config before anything is built or
+compiled.
+
+A config (``default_config`` lists every key with its default) is a few top-level keys (what the training loop
+itself needs) and one group per part of the system, each read by one module only, so that every choice is a one-line
+change (``--config.objective.name=wgan_clip``):
+
+=============  ==========================================================================================
+``model``      ``wgan_gp_jax.models.build_models``: architecture, width, latent size, critic layer norm
+``data``       ``wgan_gp_jax.data``: the dataset, resolution, channels, crop and flips (toy: the distribution)
+``objective``  ``wgan_gp_jax.objectives``: the critic and generator losses and their hyperparameters
+``critic``     ``wgan_gp_jax.optimizers``: the critic's optimizer (name and hyperparameters)
+``generator``  ``wgan_gp_jax.optimizers``: the generator's optimizer (TTUR: its own learning rate)
+``ema``        ``wgan_gp_jax.train``: the generator's exponential moving average
+``augment``    ``wgan_gp_jax.augment``: DiffAugment on everything the critic sees
+``logging``    ``wgan_gp_jax.experiment``: metric lines and pictures
+``checkpoint`` ``wgan_gp_jax.checkpoint``: how often to save, how many to keep
+=============  ==========================================================================================
+
+``validate`` refuses an unknown key, naming the nearest valid one, and any value that cannot make a run, in one line
+(``ConfigError``). Each group's values are checked by the module that reads it (``objectives``, ``optimizers``,
+``augment``, ``models``); this module adds the keys of the training loop.
+"""
+
+import difflib
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+from wgan_gp_jax import augment, objectives, optimizers
+from wgan_gp_jax.models import MODELS, dcgan
+from wgan_gp_jax.names import unknown_name_message
+
+KINDS = ("toy", "image")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot make a run; the message is one line naming the key."""
+
+
+def dotted_keys(tree: Mapping[str, Any] | ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf of a (nested) config as ``group.key``."""
+  keys = []
+  for key, value in tree.items():
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      keys.extend(dotted_keys(value, f"{prefix}{key}."))
+    else:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def unknown_key_message(key: str, valid_keys: Iterable[str]) -> str:
+  """``unknown config key 'a.b'; the nearest valid key is 'a.c'`` (the nearest by the whole path, else by its last
+  part)."""
+  valid_keys = list(valid_keys)
+  close = difflib.get_close_matches(key, valid_keys, n=1, cutoff=0.6)
+  if not close:
+    by_name = {k.rsplit(".", 1)[-1]: k for k in valid_keys}
+    close = [by_name[name] for name in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1)]
+  hint = f"; the nearest valid key is {close[0]!r}" if close else ""
+  return f"unknown config key {key!r}{hint}"
+
+
+def override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``{"group.key": value}`` set; an unknown key raises ``ConfigError`` naming the nearest."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  valid = dotted_keys(config)
+  for key, value in overrides.items():
+    if key not in valid:
+      raise ConfigError(unknown_key_message(key, valid))
+    *groups, name = key.split(".")
+    group = config
+    for part in groups:
+      group = group[part]
+    group[name] = value
+  return config
+
+
+def _check(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def optimizer_config(*, learning_rate: float) -> ml_collections.ConfigDict:
+  """One optimizer group: ``name`` is ``adam``, ``rmsprop`` or ``sgd``; keys an optimizer does not use are ignored."""
+  return ml_collections.ConfigDict(dict(
+      name="adam",
+      learning_rate=learning_rate,
+      linear_decay=False,  # fall linearly to 0 at the end of the run (the paper's CIFAR-10 ResNet runs)
+      b1=0.0, b2=0.9, eps=1e-8,  # adam
+      decay=0.99,  # rmsprop: the squared-gradient average's decay (PyTorch's alpha), as in the WGAN authors' code
+      momentum=0.0,  # rmsprop and sgd
+  ))
+
+
+def default_config(kind: str) -> ml_collections.ConfigDict:
+  """Every key a config may have, with its default, for a ``toy`` (2-D points) or ``image`` run."""
+  if kind not in KINDS:
+    raise ConfigError(unknown_name_message("kind", kind, KINDS))
+  config = ml_collections.ConfigDict()
+  config.kind = kind
+  config.seed = 0
+  config.num_steps = 10_000  # generator iterations
+  config.batch_size = 64  # global, split over all devices
+  config.num_devices = 0  # 0: all devices
+  config.n_critic = 5  # critic updates per generator update (Gulrajani et al. 2017)
+
+  config.model = ml_collections.ConfigDict(dict(
+      name="toy_mlp" if kind == "toy" else "dcgan",  # "toy_mlp", "dcgan" or "resnet"
+      width=64,
+      latent_dim=128,
+      layer_norm=False,  # critic: layer norm over C, H, W (dcgan); never batch norm
+  ))
+  if kind == "toy":
+    config.data = ml_collections.ConfigDict(dict(toy_dataset="8gaussians"))  # or "25gaussians", "swissroll"
+  else:
+    config.data = ml_collections.ConfigDict(dict(
+        resolution=64,
+        channels=3,
+        dataset="",  # a TFDS name: celeb_a, mnist, fashion_mnist, cifar10
+        image_folder="",  # or a folder / .zip of images, prepared into a TFDS dataset on first use
+        data_dir=ml_collections.config_dict.placeholder(str),  # TFDS data dir; None: TFDS's default
+        crop=160 / 178,  # CelebA protocol of Lucic et al. (2018); 1.0 for square sources
+        random_flip=True,
+    ))
+  # Gulrajani et al. (2017): lambda = 10, n_critic = 5, Adam(1e-4, b1 = 0, b2 = 0.9).
+  config.objective = ml_collections.ConfigDict(dict(
+      name="wgan_gp",  # see wgan_gp_jax.objectives.OBJECTIVES
+      gp_weight=10.0,  # wgan_gp, wgan_lp, wgan_gp_batchnorm: lambda
+      drift_weight=0.0,  # wgan_gp, wgan_lp: ProGAN's epsilon_drift
+      clip=0.01,  # wgan_clip: every critic weight is clipped to [-clip, clip] after each update
+      r1_gamma=10.0,  # ns_r1: gamma, the penalty is gamma / 2 * R1
+      dragan_weight=10.0,  # dragan: lambda
+  ))
+  config.critic = optimizer_config(learning_rate=1e-4)
+  config.generator = optimizer_config(learning_rate=1e-4)
+  # StyleGAN2-ADA's generator EMA: the average's half-life in thousands of generator images, ramped up at the start
+  # to at most rampup * (images so far); rampup <= 0 disables the ramp-up.
+  config.ema = ml_collections.ConfigDict(dict(enabled=False, half_life_kimg=10.0, rampup=0.05))
+  # DiffAugment (Zhao et al. 2020): comma-separated "color,translation,cutout"; "" is off.
+  config.augment = ml_collections.ConfigDict(dict(policy="", translation_ratio=0.125, cutout_ratio=0.5))
+  config.logging = ml_collections.ConfigDict(dict(
+      log_every=100,  # generator steps between lines of metrics.jsonl
+      figure_every=1000,  # generator steps between pictures
+      num_fixed_samples=64,  # latents of the pictures, fixed for the run
+  ))
+  config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3))
+  return config
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+  """Raises ``ConfigError`` (one line) for the first value that cannot make a run.
+
+  ``num_devices``, when given, is the number of devices the batch is split over.
+  """
+  _check(config.get("kind") in KINDS, unknown_name_message("kind", config.get("kind"), KINDS))
+  known, present = set(dotted_keys(default_config(config.kind))), dotted_keys(config)
+  for key in present:
+    _check(key in known, unknown_key_message(key, known))
+  missing = sorted(known - set(present))
+  _check(not missing, f"the config lacks the key {missing[0]!r}" if missing else "")
+  try:
+    for key in ("num_steps", "batch_size", "n_critic"):
+      _check(isinstance(config[key], int) and config[key] > 0, f"{key} must be a positive integer, got {config[key]!r}")
+    _check(config.num_devices >= 0, f"num_devices must be >= 0 (0: all devices), got {config.num_devices}")
+    if num_devices is not None:
+      _check(config.batch_size % num_devices == 0,
+             f"batch_size={config.batch_size} must be divisible by the number of devices ({num_devices})")
+    _check(config.model.name in MODELS, unknown_name_message("model.name", config.model.name, MODELS))
+    _check(config.model.width > 0 and config.model.latent_dim > 0, "model.width and model.latent_dim must be positive")
+    _check((config.kind == "toy") == (config.model.name == "toy_mlp"),
+           f"model.name={config.model.name!r} does not make {config.kind} runs: toy runs use 'toy_mlp', image runs"
+           " 'dcgan' or 'resnet'")
+    if config.kind == "image":
+      dcgan.num_resolution_doublings(config.data.resolution)
+      _check(config.data.channels in (1, 3), f"data.channels must be 1 or 3, got {config.data.channels}")
+    objectives.build_objective(config.objective)
+    optimizers.check(config.critic, "critic")
+    optimizers.check(config.generator, "generator")
+    _check(config.ema.half_life_kimg >= 0, f"ema.half_life_kimg must be >= 0, got {config.ema.half_life_kimg}")
+    augment.parse_policy(config.augment.policy)
+    for ratio in ("translation_ratio", "cutout_ratio"):
+      _check(0 <= config.augment[ratio] < 1, f"augment.{ratio} must be in [0, 1), got {config.augment[ratio]}")
+    for key in ("log_every", "figure_every", "num_fixed_samples"):
+      _check(config.logging[key] > 0, f"logging.{key} must be positive, got {config.logging[key]}")
+    _check(config.checkpoint.every > 0 and config.checkpoint.keep > 0, "checkpoint.every and checkpoint.keep must be"
+           f" positive, got {config.checkpoint.every} and {config.checkpoint.keep}")
+  except ConfigError:
+    raise
+  except (ValueError, TypeError) as error:
+    raise ConfigError(str(error).splitlines()[0]) from error
+  except (AttributeError, KeyError) as error:  # a group or key that a config file left out
+    raise ConfigError(f"the config lacks a key: {error}") from error

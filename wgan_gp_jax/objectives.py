@@ -1,0 +1,189 @@
+"""GAN objectives by name: each is the critic's loss with its regulariser, the generator's loss and, for the original
+WGAN, a constraint on the critic's weights, all composed from the pure functions of ``losses``.
+
+Chosen by ``config.objective.name`` (the ``objective`` config group holds every objective's hyperparameters; each
+objective reads its own). Add one by writing its builder and registering it in ``OBJECTIVES``; the training loop needs
+no change. Objectives without an input-gradient penalty never compute one, so their critic step has no double
+backward.
+
+References:
+  Gulrajani et al., `Improved Training of Wasserstein GANs <https://arxiv.org/abs/1704.00028>`_, 2017.
+  Kurach et al., `A Large-Scale Study on Regularization and Normalization in GANs
+  <https://arxiv.org/abs/1807.04720>`_, 2019 (compare_gan: losses and penalties chosen by name).
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from wgan_gp_jax import losses
+from wgan_gp_jax.names import unknown_name_message
+
+Metrics = dict[str, jax.Array]
+# (critic_fn, real, fake, key) -> (loss, metrics); ``fake`` carries no gradient to the generator here.
+CriticLoss = Callable[[losses.CriticFn, jax.Array, jax.Array, jax.Array], tuple[jax.Array, Metrics]]
+# scores of the generator's samples (N,) -> loss
+GeneratorLoss = Callable[[jax.Array], jax.Array]
+# (critic_fn, real, fake, key, real_scores) -> (weighted penalty, metrics of the unweighted penalty)
+Regulariser = Callable[[losses.CriticFn, jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A GAN objective: pure functions the training step composes.
+
+  Attributes:
+    name: its name in ``OBJECTIVES``.
+    critic_loss: ``(critic_fn, real, fake, key) -> (loss, metrics)``, regulariser included; ``metrics`` always has
+      ``critic_loss``, ``wasserstein_estimate`` (mean D(real) - mean D(fake)), ``real_score`` and ``fake_score``.
+    generator_loss: ``fake_scores -> loss``.
+    critic_constraint: ``params -> params``, applied after every critic optimizer update (weight clipping), or None.
+  """
+  name: str
+  critic_loss: CriticLoss
+  generator_loss: GeneratorLoss
+  critic_constraint: Callable[[Any], Any] | None = None
+
+
+def _score_metrics(loss: jax.Array, real_scores: jax.Array, fake_scores: jax.Array) -> Metrics:
+  return {
+      "critic_loss": loss,
+      "wasserstein_estimate": jnp.mean(real_scores) - jnp.mean(fake_scores),
+      "real_score": jnp.mean(real_scores),
+      "fake_score": jnp.mean(fake_scores),
+  }
+
+
+def _regularised(score_loss: Callable[[jax.Array, jax.Array], jax.Array],
+                 regulariser: Regulariser | None = None) -> CriticLoss:
+  """A critic loss of the scores of one pass over ``[real; fake]``, plus a regulariser."""
+
+  def critic_loss(critic_fn, real, fake, key):
+    real, fake = losses.check_pair(real, fake)
+    scores = losses.critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
+    real_scores, fake_scores = jnp.split(scores, 2)
+    loss = score_loss(real_scores, fake_scores)
+    penalty_metrics = {}
+    if regulariser is not None:
+      penalty, penalty_metrics = regulariser(critic_fn, real, fake, key, real_scores)
+      loss = loss + penalty
+    return loss, {**_score_metrics(loss, real_scores, fake_scores), **penalty_metrics}
+
+  return critic_loss
+
+
+def tutorial_whole_batch_gradient_penalty(critic_fn: losses.CriticFn, real: jax.Array, fake: jax.Array,
+                                          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  r"""THE TF2 TUTORIAL'S MISTAKE, kept only to measure what it costs: ``(||grad||_F - 1)^2`` with ONE norm taken over
+  the whole batch's gradient ``(N, ...)``, as ``tf.norm(gradients)`` does, instead of one norm per example.
+
+  With N examples whose gradients all have norm 1 its norm is ``sqrt(N)``, so it pulls each example's gradient norm
+  towards ``1 / sqrt(N)``, and lets one example's large gradient hide behind the others' small ones. Use
+  ``losses.gradient_penalty`` (per example), never this. Returns ``(penalty, the batch's one norm)``.
+  """
+  gradients = losses.input_gradients(critic_fn, losses.random_interpolates(real, fake, key))
+  one_norm = losses.per_example_norm(gradients.reshape(1, -1))
+  return jnp.mean(jnp.square(one_norm - 1.0)), one_norm[0]
+
+
+def wgan_gp(config: ml_collections.ConfigDict, *, one_sided: bool = False) -> Objective:
+  """WGAN-GP (Gulrajani et al. 2017): ``losses.wgan_gp_critic_loss``, per-example penalty, weight ``gp_weight``."""
+
+  def critic_loss(critic_fn, real, fake, key):
+    return losses.wgan_gp_critic_loss(critic_fn, real, fake, key, gp_weight=config.gp_weight, one_sided=one_sided,
+                                      drift_weight=config.drift_weight)
+
+  return Objective("wgan_lp" if one_sided else "wgan_gp", critic_loss, losses.wasserstein_generator_loss)
+
+
+def wgan_lp(config: ml_collections.ConfigDict) -> Objective:
+  """WGAN-LP (Petzka et al. 2018): the one-sided penalty ``max(0, ||grad|| - 1)^2``, weight ``gp_weight``."""
+  return wgan_gp(config, one_sided=True)
+
+
+def wgan_gp_batchnorm(config: ml_collections.ConfigDict) -> Objective:
+  """The TF2 tutorial's WGAN-GP: one gradient norm for the whole batch (``tutorial_whole_batch_gradient_penalty``).
+
+  Wrong; here only so that ``experiments.compare`` can show what the mistake costs.
+  """
+
+  def regulariser(critic_fn, real, fake, key, real_scores):
+    del real_scores
+    penalty, one_norm = tutorial_whole_batch_gradient_penalty(critic_fn, real, fake, key)
+    return config.gp_weight * penalty, {"gradient_penalty": penalty, "batch_gradient_norm": one_norm}
+
+  return Objective("wgan_gp_batchnorm", _regularised(losses.wasserstein_critic_loss, regulariser),
+                   losses.wasserstein_generator_loss)
+
+
+def wgan_clip(config: ml_collections.ConfigDict) -> Objective:
+  """The original WGAN (Arjovsky et al. 2017): no penalty; every critic weight clipped to ``[-clip, clip]`` after each
+  update (``losses.clip_weights``). Its paper trains with RMSProp at lr 5e-5 (``RECOMMENDED_OPTIMIZERS``)."""
+  return Objective("wgan_clip", _regularised(losses.wasserstein_critic_loss), losses.wasserstein_generator_loss,
+                   critic_constraint=functools.partial(losses.clip_weights, clip_value=config.clip))
+
+
+def hinge(config: ml_collections.ConfigDict) -> Objective:
+  """The hinge loss (Lim & Ye 2017; SAGAN, BigGAN), no penalty."""
+  del config
+  return Objective("hinge", _regularised(losses.hinge_critic_loss), losses.wasserstein_generator_loss)
+
+
+def ns_r1(config: ml_collections.ConfigDict) -> Objective:
+  """The non-saturating GAN with ``r1_gamma / 2`` times R1 on the real data (Mescheder et al. 2018)."""
+
+  def regulariser(critic_fn, real, fake, key, real_scores):
+    del fake, key, real_scores
+    penalty = losses.r1_penalty(critic_fn, real)
+    return 0.5 * config.r1_gamma * penalty, {"r1_penalty": penalty}
+
+  return Objective("ns_r1", _regularised(losses.non_saturating_critic_loss, regulariser),
+                   losses.non_saturating_generator_loss)
+
+
+def dragan(config: ml_collections.ConfigDict) -> Objective:
+  """DRAGAN (Kodali et al. 2017): the non-saturating GAN with ``dragan_weight`` times ``losses.dragan_penalty``."""
+
+  def regulariser(critic_fn, real, fake, key, real_scores):
+    del fake, real_scores
+    penalty = losses.dragan_penalty(critic_fn, real, key)
+    return config.dragan_weight * penalty, {"dragan_penalty": penalty}
+
+  return Objective("dragan", _regularised(losses.non_saturating_critic_loss, regulariser),
+                   losses.non_saturating_generator_loss)
+
+
+OBJECTIVES: Mapping[str, Callable[[ml_collections.ConfigDict], Objective]] = {
+    "wgan_gp": wgan_gp,
+    "wgan_lp": wgan_lp,
+    "wgan_gp_batchnorm": wgan_gp_batchnorm,
+    "wgan_clip": wgan_clip,
+    "hinge": hinge,
+    "ns_r1": ns_r1,
+    "dragan": dragan,
+}
+
+# Optimizer settings of an objective's own paper, where they differ from the paper of WGAN-GP's Adam(1e-4, 0, 0.9):
+# ``experiments.compare`` trains each objective with these (dotted config keys).
+RECOMMENDED_OPTIMIZERS: Mapping[str, Mapping[str, object]] = {
+    # Arjovsky et al. (2017), Algorithm 1: RMSProp, lr 5e-5, for both networks ("momentum based methods such as Adam
+    # ... cause instability"), n_critic 5.
+    "wgan_clip": {"critic.name": "rmsprop", "critic.learning_rate": 5e-5, "critic.momentum": 0.0,
+                  "generator.name": "rmsprop", "generator.learning_rate": 5e-5, "generator.momentum": 0.0},
+}
+
+
+def build_objective(config: ml_collections.ConfigDict) -> Objective:
+  """The objective ``config.name`` with the hyperparameters of the ``objective`` config group ``config``."""
+  if config.name not in OBJECTIVES:
+    raise ValueError(unknown_name_message("objective.name", config.name, list(OBJECTIVES)))
+  for key in ("gp_weight", "clip", "r1_gamma", "dragan_weight"):
+    if key in config and not config[key] > 0:
+      raise ValueError(f"objective.{key} must be positive, got {config[key]}")
+  if config.get("drift_weight", 0.0) < 0:
+    raise ValueError(f"objective.drift_weight must be >= 0, got {config.drift_weight}")
+  return OBJECTIVES[config.name](config)

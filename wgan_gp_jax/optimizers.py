@@ -1,0 +1,52 @@
+"""Optimizers by name, from one config group each (``config.critic``, ``config.generator``).
+
+Separate groups give the two networks their own optimizer and learning rate (TTUR: Heusel et al., `GANs Trained by a
+Two Time-Scale Update Rule Converge to a Local Nash Equilibrium <https://arxiv.org/abs/1706.08500>`_, 2017).
+"""
+
+from typing import Callable, Mapping
+
+import ml_collections
+import optax
+
+from wgan_gp_jax.names import unknown_name_message
+
+
+def _adam(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  return optax.adam(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+
+
+def _rmsprop(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  return optax.rmsprop(learning_rate, decay=config.decay, eps=config.eps, momentum=config.momentum or None)
+
+
+def _sgd(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  return optax.sgd(learning_rate, momentum=config.momentum or None)
+
+
+OPTIMIZERS: Mapping[str, Callable[[ml_collections.ConfigDict, optax.ScalarOrSchedule], optax.GradientTransformation]] = {
+    "adam": _adam,
+    "rmsprop": _rmsprop,
+    "sgd": _sgd,
+}
+
+
+def check(config: ml_collections.ConfigDict, group: str) -> None:
+  """Raises ``ValueError`` naming ``group`` (``critic`` or ``generator``) for an unknown name or a bad value."""
+  if config.name not in OPTIMIZERS:
+    raise ValueError(unknown_name_message(f"{group}.name", config.name, list(OPTIMIZERS)))
+  if not config.learning_rate > 0:
+    raise ValueError(f"{group}.learning_rate must be positive, got {config.learning_rate}")
+  for key, low, high in (("b1", 0.0, 1.0), ("b2", 0.0, 1.0), ("decay", 0.0, 1.0), ("momentum", 0.0, 1.0)):
+    if key in config and not low <= config[key] < high:
+      raise ValueError(f"{group}.{key} must be in [{low}, {high}), got {config[key]}")
+
+
+def build_optimizer(config: ml_collections.ConfigDict, *, num_updates: int) -> optax.GradientTransformation:
+  """The optimizer of one config group; with ``linear_decay`` its learning rate falls linearly to 0 over
+  ``num_updates`` updates."""
+  check(config, "optimizer")
+  learning_rate = config.learning_rate
+  if config.linear_decay:
+    learning_rate = optax.linear_schedule(config.learning_rate, 0.0, num_updates)
+  return OPTIMIZERS[config.name](config, learning_rate)
