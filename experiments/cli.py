@@ -54,10 +54,12 @@ def check_config_arguments(argv: list[str]) -> None:
       fail(f"--config.{key}: " + configuration.unknown_key_message(key, valid))
 
 
-def define_ema_flag() -> flags.FlagHolder[bool]:
-  """``--ema`` (default) / ``--noema``: sample the generator's EMA where the run keeps one, or the raw generator."""
-  return flags.DEFINE_bool("ema", True, "Sample from the generator's exponential moving average where the run keeps"
-                           " one (config.ema.enabled); --noema for the raw generator.")
+def define_run_flags() -> tuple[flags.FlagHolder[bool], flags.FlagHolder[bool]]:
+  """``--ema``/``--noema`` and ``--best``: which generator of a run to load (``experiment.load_run``)."""
+  return (flags.DEFINE_bool("ema", True, "Sample from the generator's exponential moving average where the run keeps"
+                            " one (config.ema.enabled); --noema for the raw generator."),
+          flags.DEFINE_bool("best", False, "Load the checkpoint of the best FID measured during training"
+                            " (DIR/best_checkpoint) instead of the latest."))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

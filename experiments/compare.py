@@ -130,21 +130,13 @@ def markdown_table(rows: list[dict], floor: dict | None, num_samples: int) -> st
 
 
 def _figure(rows: list[dict], path: pathlib.Path, num: int) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   from wgan_gp_jax import experiment, plotting
 
-  fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.6), squeeze=False)
-  for ax, row in zip(axes[0], rows):
-    run = experiment.load_run(row["workdir"])
-    ax.imshow(plotting.image_grid(run.sample(num, seed=0)), interpolation="nearest")
-    ax.set_title(f"{row['objective']}\nFID {row['fid']:.1f}" if row.get("fid") is not None else row["objective"])
-    ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  panels = []
+  for row in rows:
+    title = row["objective"] + (f"\nFID {row['fid']:.1f}" if row.get("fid") is not None else "")
+    panels.append((title, experiment.load_run(row["workdir"]).sample(num, seed=0)))
+  plotting.save_labelled_grids(path, panels)
 
 
 def main(argv: list[str]) -> None:

@@ -60,7 +60,7 @@ _PREPROCESSING = flags.DEFINE_enum("preprocessing", "pytorch_fid", list(inceptio
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", inception.DEFAULT_BATCH_SIZE, "Images per Inception call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SWD projections.")
 
-_EMA = cli.define_ema_flag()
+_EMA, _BEST = cli.define_run_flags()
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
                                     resolution=_RESOLUTION.value, **common)
   else:
     from wgan_gp_jax import experiment  # The training side's loader.
-    run = experiment.load_run(workdir, use_ema=_EMA.value)
+    run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
     results = evaluation.evaluate_run(run, reference=reference,
                                       reference_split=_REFERENCE_SPLIT.value, **common)

@@ -32,11 +32,12 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 # Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
-# it reports and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
+# it reports, evaluates and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
 # model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
-    "checkpoint.keep", "num_devices", "data.data_dir",
+    "checkpoint.keep", "num_devices", "data.data_dir", "evaluation.every", "evaluation.num_samples",
+    "evaluation.reference", "evaluation.max_time_fraction",
 })
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
 # ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
@@ -90,7 +91,7 @@ def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -
 def check_config_format(saved: Mapping[str, Any], *, step: int, directory: pathlib.Path) -> None:
   """Raises ``ConfigMismatchError`` for a checkpoint made before configs had groups (objectives, EMA, augmentation).
 
-  Such a checkpoint's state has no EMA and its optimizer states another structure; rather than guess how its flat keys
+  Such a checkpoint's state has no EMA fields; rather than guess how its flat keys
   map to today's groups, it is refused, and kept, with the commit that can still read it.
   """
   if not isinstance(saved.get("objective"), Mapping):
@@ -154,9 +155,10 @@ class Checkpoints:
   or moved.
   """
 
-  def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, read_only: bool = False):
+  def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, read_only: bool = False,
+               directory_name: str = "checkpoints"):
     self.workdir = workdir
-    self.directory = workdir / "checkpoints"
+    self.directory = workdir / directory_name
     if read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
     else:

@@ -5,17 +5,18 @@ A config (``default_config`` lists every key with its default) is a few top-leve
 itself needs) and one group per part of the system, each read by one module only, so that every choice is a one-line
 change (``--config.objective.name=wgan_clip``):
 
-=============  ==========================================================================================
-``model``      ``wgan_gp_jax.models.build_models``: architecture, width, latent size, critic layer norm
-``data``       ``wgan_gp_jax.data``: the dataset, resolution, channels, crop and flips (toy: the distribution)
-``objective``  ``wgan_gp_jax.objectives``: the critic and generator losses and their hyperparameters
-``critic``     ``wgan_gp_jax.optimizers``: the critic's optimizer (name and hyperparameters)
-``generator``  ``wgan_gp_jax.optimizers``: the generator's optimizer (TTUR: its own learning rate)
-``ema``        ``wgan_gp_jax.train``: the generator's exponential moving average
-``augment``    ``wgan_gp_jax.augment``: DiffAugment on everything the critic sees
-``logging``    ``wgan_gp_jax.experiment``: metric lines and pictures
-``checkpoint`` ``wgan_gp_jax.checkpoint``: how often to save, how many to keep
-=============  ==========================================================================================
+==============  ==========================================================================================
+``model``       ``wgan_gp_jax.models.build_models``: architecture, width, latent size, critic layer norm
+``data``        ``wgan_gp_jax.data``: the dataset, resolution, channels, crop and flips (toy: the distribution)
+``objective``   ``wgan_gp_jax.objectives``: the critic and generator losses and their hyperparameters
+``critic``      ``wgan_gp_jax.optimizers``: the critic's optimizer (name and hyperparameters)
+``generator``   ``wgan_gp_jax.optimizers``: the generator's optimizer (TTUR: its own learning rate)
+``ema``         ``wgan_gp_jax.train``: the generator's exponential moving average
+``augment``     ``wgan_gp_jax.augment``: DiffAugment on everything the critic sees
+``logging``     ``wgan_gp_jax.experiment``: metric lines and pictures
+``checkpoint``    ``wgan_gp_jax.checkpoint``: how often to save, how many to keep
+``evaluation``    ``wgan_gp_jax.periodic_eval``: FID while training, its cost bounded
+==============  ==========================================================================================
 
 ``validate`` refuses an unknown key, naming the nearest valid one, and any value that cannot make a run, in one line
 (``ConfigError``). Each group's values are checked by the module that reads it (``objectives``, ``optimizers``,
@@ -145,6 +146,10 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       num_fixed_samples=64,  # latents of the pictures, fixed for the run
   ))
   config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3))
+  # FID while training (image runs; wgan_gp_jax.periodic_eval): every so many generator steps (0: never), of
+  # num_samples samples against the Inception features of evaluation.reference ("": data.image_folder); due
+  # evaluations are postponed while evaluations would take more than max_time_fraction of the run's wall time.
+  config.evaluation = ml_collections.ConfigDict(dict(every=0, num_samples=2000, reference="", max_time_fraction=0.15))
   return config
 
 
@@ -185,6 +190,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
       _check(config.logging[key] > 0, f"logging.{key} must be positive, got {config.logging[key]}")
     _check(config.checkpoint.every > 0 and config.checkpoint.keep > 0, "checkpoint.every and checkpoint.keep must be"
            f" positive, got {config.checkpoint.every} and {config.checkpoint.keep}")
+    evaluation = config.evaluation
+    _check(evaluation.every >= 0, f"evaluation.every must be >= 0 (0: never), got {evaluation.every}")
+    _check(evaluation.every == 0 or config.kind == "image", "evaluation.every: FID is for image runs; toy runs have"
+           " none (evaluate them with experiments.evaluate)")
+    _check(evaluation.num_samples >= 2, f"evaluation.num_samples must be at least 2, got {evaluation.num_samples}")
+    _check(0 < evaluation.max_time_fraction <= 1,
+           f"evaluation.max_time_fraction must be in (0, 1], got {evaluation.max_time_fraction}")
   except ConfigError:
     raise
   except (ValueError, TypeError) as error:

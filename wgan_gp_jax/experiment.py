@@ -4,7 +4,8 @@ Layout of a work directory::
 
   DIR/config.json          the config of the latest start (each checkpoint also holds the config it was made with)
   DIR/checkpoints/<step>/  orbax checkpoints: state, config and data position (see ``checkpoint``)
-  DIR/metrics.jsonl        one JSON line of metrics every ``log_every`` steps
+  DIR/metrics.jsonl        one JSON line of metrics every ``logging.log_every`` steps (and ``fid_<N>`` where evaluated)
+  DIR/best_checkpoint/     image runs with ``evaluation.every``: the checkpoint of the best FID (``periodic_eval``)
   DIR/figures/             toy runs: real points, samples and critic contours
   DIR/samples/             image runs: grids from a fixed latent batch
   DIR/unreadable_checkpoints/  checkpoints that could not be read, set aside (see ``checkpoint``)
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wgan_gp_jax import checkpoint, configuration, data, plotting, preemption, toy_data
+from wgan_gp_jax import checkpoint, configuration, data, periodic_eval, plotting, preemption, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -193,20 +194,24 @@ def _truncate_log(path: pathlib.Path, last_step: int) -> None:
   tmp.replace(path)
 
 
-def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True) -> Run:
+def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = False) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir``.
 
-  Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. Nothing in
-  ``workdir`` is changed, so this is safe while the run is still training.
+  Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. With ``best``, the
+  checkpoint of the best FID measured during training (``periodic_eval``). Nothing in ``workdir`` is changed, so this
+  is safe while the run is still training.
   """
   workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
-  if not (workdir / "checkpoints").is_dir():
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: is {workdir} the work directory of a run?")
+  directory_name = periodic_eval.BEST_DIRNAME if best else "checkpoints"
+  if not (workdir / directory_name).is_dir():
+    raise FileNotFoundError(
+        f"no checkpoint in {workdir / directory_name}: is {workdir} the work directory of a run"
+        + (" that evaluated FID while training?" if best else "?"))
   replicated = train_lib.replicated(train_lib.make_mesh(1))
-  with checkpoint.Checkpoints(workdir, read_only=True) as checkpoints:
+  with checkpoint.Checkpoints(workdir, read_only=True, directory_name=directory_name) as checkpoints:
     restored = checkpoints.restore_latest(lambda config: _abstract_state(config, build_models(config), replicated))
   if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+    raise FileNotFoundError(f"no checkpoint in {workdir / directory_name}.")
   _, state, config = restored
   return Run(config, build_models(config), state, use_ema=use_ema)
 
@@ -227,6 +232,15 @@ def _write_pictures(run: Run, workdir: pathlib.Path, step: int) -> None:
     (workdir / "samples").mkdir(exist_ok=True)
     plotting.save_image_grid(workdir / "samples" / f"step_{step:06d}.png", to_uint8(run.generate(fixed_latents)),
                              scale=max(1, 128 // config.data.resolution))
+
+
+def _save_best(workdir: pathlib.Path, step: int, state: train_lib.TrainState, config: ml_collections.ConfigDict,
+               fid: periodic_eval.PeriodicFID, value: float) -> None:
+  """Replaces the best checkpoint with this step's, and records it once complete."""
+  with checkpoint.Checkpoints(workdir, keep=1, directory_name=periodic_eval.BEST_DIRNAME) as best:
+    best.save(step, state, config)
+    best.wait_until_finished()
+  fid.record_best(step, value)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
@@ -282,6 +296,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       batches = image_batches
     iteration = train_lib.compile_train_iteration(config, models, mesh)
     non_finite = _NonFiniteWatch(replicated)
+    fid = periodic_eval.create(config, workdir)
+    if fid is not None:
+      fid.forget_best_after(start_step)
     started = time.perf_counter()
     for step in range(start_step + 1, config.num_steps + 1):
       state, metrics = iteration(state, next(batches))
@@ -293,11 +310,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       # Not on a signal's save: the log of a stopped and resumed run reads as if it had never stopped.
       should_log = step % config.logging.log_every == 0 or regular_save
       should_draw = step % config.logging.figure_every == 0 or is_last
-      if should_log or should_draw or should_save:
-        # Waits for the step. Past this check the state is finite: it may be logged, drawn and saved.
+      should_evaluate = fid is not None and fid.due(step, run_seconds=time.perf_counter() - started)
+      if should_log or should_draw or should_save or should_evaluate:
+        # Waits for the step. Past this check the state is finite: it may be logged, drawn, evaluated and saved.
         non_finite.check(checkpoints.latest_step())
+      evaluation = fid.evaluate(Run(config, models, state).sample, step) if should_evaluate else {}
+      if evaluation:
+        should_log = True
+        if fid.is_new_best(evaluation[fid.metric]):
+          _save_best(workdir, step, state, config, fid, evaluation[fid.metric])
       if should_log:
         values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        values.update(evaluation)
         if jax.process_index() == 0:
           with log_path.open("a") as f:
             f.write(json.dumps({"step": step, "seconds": round(time.perf_counter() - started, 3), **values}) + "\n")

@@ -72,3 +72,34 @@ def save_scatter(path: str | pathlib.Path, points: np.ndarray, *, extent: float 
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def save_labelled_grids(path: str | pathlib.Path, panels: list[tuple[str, np.ndarray]]) -> None:
+  """One image grid per ``(title, uint8 images)`` panel, side by side."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6), squeeze=False)
+  for ax, (title, images) in zip(axes[0], panels):
+    grid = image_grid(images)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def save_curves(path: str | pathlib.Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], *, xlabel: str,
+                ylabel: str, title: str = "", floor: float | None = None) -> None:
+  """Lines ``label -> (x, y)`` with markers; ``floor`` draws a dashed horizontal reference (e.g. real-vs-real FID)."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, (x, y) in curves.items():
+    ax.plot(x, y, marker="o", label=label)
+  if floor is not None:
+    ax.axhline(floor, linestyle="--", color="gray", label=f"real vs real ({floor:.1f})")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,158 @@
+"""FID while training: every ``evaluation.every`` generator steps, the FID of ``evaluation.num_samples`` samples (the
+EMA generator's where the run keeps one) against the cached Inception features of the real images, logged as
+``fid_<N>`` (FID depends on N), and the checkpoint with the best FID kept beside the latest.
+
+The cost is bounded: an evaluation that is due is postponed (and the postponement logged) while the evaluations of
+this start of the run, the due one included (estimated by the last one's duration), would take more than
+``evaluation.max_time_fraction`` of its wall time. The first one is never postponed.
+
+The best checkpoint lives in ``DIR/best_checkpoint/<step>/`` (one, the same format as ``DIR/checkpoints``) with
+``DIR/best_checkpoint/best.json`` (``{"step", "metric", "value"}``), written once the checkpoint is complete, so a
+resumed run knows its best without evaluating anything again.
+"""
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+BEST_DIRNAME = "best_checkpoint"
+BEST_RECORD = "best.json"
+# The seed of the evaluation's latents: the same samples' latents at every evaluation, so that the curve shows the
+# generator change, not the draw.
+SAMPLE_SEED = 20_171_231
+
+# images (N, H, W, C) uint8 -> pool3 features (N, 2048)
+FeaturesFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class FIDModel:
+  """What an FID needs: a features function and the real set's statistics."""
+  features: FeaturesFn
+  real_mu: np.ndarray
+  real_sigma: np.ndarray
+  description: str
+
+
+def load_fid_model(config: ml_collections.ConfigDict) -> FIDModel:
+  """The FID Inception and the real images' statistics for ``config`` (computed once, then read from the cache).
+
+  The real images are ``evaluation.reference`` (default ``data.image_folder``), preprocessed as in training (the
+  run's resolution, crop and channels). Raises ``RuntimeError``, ``FileNotFoundError`` or ``ValueError`` where the
+  weights or the images cannot be had.
+  """
+  from wgan_gp_jax.metrics import inception, reference  # Inception is needed only by runs that evaluate.
+
+  folder = config.evaluation.reference or config.data.image_folder
+  if not folder:
+    raise ValueError("evaluation needs real images: set evaluation.reference or data.image_folder")
+  params = inception.load_inception()
+  real = reference.reference_features(folder, params=params, resolution=config.data.resolution,
+                                      crop=config.data.crop, channels=config.data.channels)
+
+  def features(images: np.ndarray) -> np.ndarray:
+    return inception.inception_features(images, params=params)["pool3"]
+
+  return FIDModel(features, real.mu, real.sigma, f"{len(real.features)} real images of {folder}")
+
+
+class PeriodicFID:
+  """Decides when to evaluate, evaluates, and remembers the best value (``best_step``, ``best_value``).
+
+  The Inception and the real statistics are loaded (``load(config)``) at the first evaluation, so a run that never
+  reaches one pays nothing; where they cannot be had, that is logged and the run goes on without FID.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+               load: Callable[[ml_collections.ConfigDict], FIDModel] | None = None):
+    self._config = config
+    self._load = load
+    self._model: FIDModel | None = None
+    self.every = config.evaluation.every
+    self.num_samples = config.evaluation.num_samples
+    self.max_time_fraction = config.evaluation.max_time_fraction
+    self.metric = f"fid_{self.num_samples}"
+    self.best_directory = workdir / BEST_DIRNAME
+    self._spent = 0.0
+    self._last_cost: float | None = None
+    self.best_step: int | None = None
+    self.best_value = float("inf")
+    record_path = self.best_directory / BEST_RECORD
+    if record_path.exists():
+      record = json.loads(record_path.read_text())
+      if record["metric"] == self.metric:  # another N is another metric: the best starts anew
+        self.best_step, self.best_value = record["step"], record["value"]
+
+  def forget_best_after(self, step: int) -> None:
+    """A run resumed from ``step`` redoes what followed it, so a best found later is not a best of this run."""
+    if self.best_step is not None and self.best_step > step:
+      self.best_step, self.best_value = None, float("inf")
+
+  def due(self, step: int, *, run_seconds: float) -> bool | None:
+    """True when an evaluation is due at ``step`` and within budget; None when due but postponed; False otherwise."""
+    if not self.every or step % self.every:
+      return False
+    if self._last_cost is None:
+      return True
+    if self._spent + self._last_cost > self.max_time_fraction * (run_seconds + self._last_cost):
+      logging.info("FID evaluation at step %d postponed: evaluations took %.0f s of %.0f s, over evaluation."
+                   "max_time_fraction=%g", step, self._spent, run_seconds, self.max_time_fraction)
+      return None
+    return True
+
+  def evaluate(self, sample: Callable[[int, int], np.ndarray], step: int) -> dict[str, float]:
+    """``{fid_<N>: value, fid_seconds: duration}`` of ``sample(num, seed)``'s images at ``step``; ``{}`` where the
+    FID cannot be had (then no evaluation is due any more)."""
+    from wgan_gp_jax.metrics import fid as fid_lib
+
+    start = time.perf_counter()
+    if self._model is None:
+      try:
+        self._model = (self._load or load_fid_model)(self._config)
+      except (RuntimeError, FileNotFoundError, ValueError) as error:
+        logging.warning("no FID during training: %s", error)
+        self.every = 0
+        return {}
+      logging.info("FID of %d samples every %d steps against %s", self.num_samples, self.every,
+                   self._model.description)
+    features = self._model.features(sample(self.num_samples, SAMPLE_SEED))
+    mu, sigma = fid_lib.gaussian_statistics(features)
+    value = float(fid_lib.frechet_distance(mu, sigma, self._model.real_mu, self._model.real_sigma))
+    seconds = time.perf_counter() - start
+    self._spent += seconds
+    self._last_cost = seconds
+    logging.info("step %d: %s=%.2f (%.1f s)", step, self.metric, value, seconds)
+    return {self.metric: value, "fid_seconds": seconds}
+
+  def is_new_best(self, value: float) -> bool:
+    return value < self.best_value
+
+  def record_best(self, step: int, value: float) -> None:
+    """Called once the best checkpoint of ``step`` is complete."""
+    self.best_step, self.best_value = step, value
+    if jax.process_index() == 0:
+      path = self.best_directory / BEST_RECORD
+      tmp = path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
+      tmp.replace(path)
+
+
+def create(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+           load: Callable[[ml_collections.ConfigDict], FIDModel] | None = None) -> PeriodicFID | None:
+  """The periodic FID of an image run with ``evaluation.every > 0``, else None."""
+  if config.kind != "image" or not config.evaluation.every:
+    return None
+  return PeriodicFID(config, workdir, load)
+
+
+def best_state_record(workdir: pathlib.Path) -> dict[str, Any] | None:
+  """``{"step", "metric", "value"}`` of the best checkpoint of the run in ``workdir``, or None."""
+  path = pathlib.Path(workdir) / BEST_DIRNAME / BEST_RECORD
+  return json.loads(path.read_text()) if path.exists() else None
