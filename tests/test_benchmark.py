@@ -96,7 +96,7 @@ def test_torch_reference_has_the_same_losses_and_gradients():
   t = jax.random.uniform(key, (4, 1, 1, 1), jnp.float32)  # random_interpolates' coefficients
 
   def jax_side(state):
-    fake, _ = train_lib.generate(models, state, z, train=True)
+    fake, _ = train_lib.generate(models, state.generator_params, state.generator_batch_stats, z, train=True)
     critic_loss = lambda params: losses.wgan_gp_critic_loss(train_lib.critic_fn(models, params), real, fake, key)[0]
     loss, grads = jax.value_and_grad(critic_loss)(state.critic_params)
     scores = models.critic.apply({"params": state.critic_params}, fake)

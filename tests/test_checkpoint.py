@@ -215,7 +215,8 @@ def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
       " config.\n"
       "  critic.name: 'adam' in the checkpoint, 'sgd' now\n"
       "  model.width: 16 in the checkpoint, 32 now\n"
-      "Only checkpoint.every, checkpoint.keep, data.data_dir, logging.figure_every, logging.log_every,"
+      "Only checkpoint.every, checkpoint.keep, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
+      " evaluation.num_samples, evaluation.reference, logging.figure_every, logging.log_every,"
       " logging.num_fixed_samples, num_devices, num_steps may change when a run resumes; train a different config in"
       " a new work directory.")
   # How long the run goes and how often it logs and saves may change.

@@ -77,6 +77,14 @@ def override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) ->
   return config
 
 
+def _named(key: str, check, value) -> None:
+  """``check(value)``, its ``ValueError`` made a ``ConfigError`` that names ``key``."""
+  try:
+    check(value)
+  except ValueError as error:
+    raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from error
+
+
 def _check(condition: bool, message: str) -> None:
   if not condition:
     raise ConfigError(message)
@@ -177,13 +185,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f"model.name={config.model.name!r} does not make {config.kind} runs: toy runs use 'toy_mlp', image runs"
            " 'dcgan' or 'resnet'")
     if config.kind == "image":
-      dcgan.num_resolution_doublings(config.data.resolution)
+      _named("data.resolution", dcgan.num_resolution_doublings, config.data.resolution)
       _check(config.data.channels in (1, 3), f"data.channels must be 1 or 3, got {config.data.channels}")
     objectives.build_objective(config.objective)
     optimizers.check(config.critic, "critic")
     optimizers.check(config.generator, "generator")
     _check(config.ema.half_life_kimg >= 0, f"ema.half_life_kimg must be >= 0, got {config.ema.half_life_kimg}")
-    augment.parse_policy(config.augment.policy)
+    _named("augment.policy", augment.parse_policy, config.augment.policy)
     for ratio in ("translation_ratio", "cutout_ratio"):
       _check(0 <= config.augment[ratio] < 1, f"augment.{ratio} must be in [0, 1), got {config.augment[ratio]}")
     for key in ("log_every", "figure_every", "num_fixed_samples"):

@@ -181,9 +181,9 @@ def build_objective(config: ml_collections.ConfigDict) -> Objective:
   """The objective ``config.name`` with the hyperparameters of the ``objective`` config group ``config``."""
   if config.name not in OBJECTIVES:
     raise ValueError(unknown_name_message("objective.name", config.name, list(OBJECTIVES)))
-  for key in ("gp_weight", "clip", "r1_gamma", "dragan_weight"):
-    if key in config and not config[key] > 0:
-      raise ValueError(f"objective.{key} must be positive, got {config[key]}")
-  if config.get("drift_weight", 0.0) < 0:
-    raise ValueError(f"objective.drift_weight must be >= 0, got {config.drift_weight}")
+  for key in ("gp_weight", "drift_weight", "r1_gamma", "dragan_weight"):
+    if key in config and not config[key] >= 0:
+      raise ValueError(f"objective.{key} must be >= 0, got {config[key]}")
+  if "clip" in config and not config.clip > 0:
+    raise ValueError(f"objective.clip must be positive, got {config.clip}")
   return OBJECTIVES[config.name](config)
