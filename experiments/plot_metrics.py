@@ -5,27 +5,18 @@
 Each run is a line, labelled by its work directory's name; steps without the metric are skipped.
 """
 
-import json
 import pathlib
 
-import numpy as np
 from absl import app, flags
 
 from experiments import cli
-from wgan_gp_jax import plotting
+from wgan_gp_jax import experiment, plotting
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Work directories of runs.")
 _METRIC = flags.DEFINE_string("metric", "fid_2000", "The metric to plot, as named in metrics.jsonl.")
 _OUT = flags.DEFINE_string("out", None, "Output .png file.")
 _FLOOR = flags.DEFINE_float("floor", None, "A horizontal reference line, e.g. the real-vs-real FID at the same N.")
 flags.mark_flags_as_required(["workdirs", "out"])
-
-
-def metric_curve(workdir: pathlib.Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
-  """``(steps, values)`` of ``metric`` in ``workdir/metrics.jsonl``."""
-  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-  points = [(record["step"], record[metric]) for record in records if metric in record]
-  return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
 
 def main(argv):
@@ -36,7 +27,7 @@ def main(argv):
     workdir = pathlib.Path(name)
     if not (workdir / "metrics.jsonl").is_file():
       cli.fail(f"--workdirs: no metrics.jsonl in {workdir}")
-    steps, values = metric_curve(workdir, _METRIC.value)
+    steps, values = experiment.metric_curve(workdir, _METRIC.value)
     if not len(steps):
       cli.fail(f"--metric: {workdir / 'metrics.jsonl'} has no {_METRIC.value!r}")
     curves[workdir.name] = (steps, values)

@@ -20,8 +20,10 @@ NUM_STEPS = 12
 # Adam's first steps move every parameter by about +-lr whatever its gradient's size, so gradients that are rounding
 # noise (a sum that cancels, e.g. the critic's last bias) differ in sign between reduction orders. SGD keeps the
 # comparison about what the processes change: the losses, gradients and batch statistics.
-OVERRIDES = {"optimizer": "sgd", "learning_rate": 0.01, "width": 32, "batch_size": 16, "num_steps": NUM_STEPS,
-             "log_every": 1, "checkpoint_every": 6, "figure_every": 10**6, "num_fixed_samples": 16}
+OVERRIDES = {"critic.name": "sgd", "critic.learning_rate": 0.01, "generator.name": "sgd",
+             "generator.learning_rate": 0.01, "model.width": 32, "batch_size": 16, "num_steps": NUM_STEPS,
+             "logging.log_every": 1, "checkpoint.every": 6, "logging.figure_every": 10**6,
+             "logging.num_fixed_samples": 16}
 
 
 def _free_port() -> int:

@@ -194,6 +194,13 @@ def _truncate_log(path: pathlib.Path, last_step: int) -> None:
   tmp.replace(path)
 
 
+def metric_curve(workdir: str | pathlib.Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """``(steps, values)`` of ``metric`` in the run's ``metrics.jsonl`` (the steps that have it)."""
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  points = [(record["step"], record[metric]) for record in map(json.loads, filter(None, lines)) if metric in record]
+  return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
+
+
 def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = False) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir``.
 
