@@ -110,21 +110,23 @@ def _fmt(value, digits: int) -> str:
 _METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "swd")
 
 
-def _metric_cells(results: dict) -> list[str]:
+def _metric_cells(results: dict, with_swd: bool) -> list[str]:
   kid = "" if results.get("kid") is None else f"{results['kid']:.4f} ± {results.get('kid_std', 0):.4f}"
-  return [_fmt(results.get("fid"), 1), kid, _fmt(results.get("precision"), 3), _fmt(results.get("recall"), 3),
-          _fmt(results.get("swd"), 2)]
+  cells = [_fmt(results.get("fid"), 1), kid, _fmt(results.get("precision"), 3), _fmt(results.get("recall"), 3)]
+  return cells + [_fmt(results.get("swd"), 2)] if with_swd else cells
 
 
 def markdown_table(rows: list[dict], floor: dict | None, num_samples: int) -> str:
-  lines = [f"| objective | optimizer | generator steps | training wall time | FID ({num_samples:,} samples) | KID |"
-           " precision | recall | SWD x1e3 |", "|---|---|---|---|---|---|---|---|---|"]
+  with_swd = any(row.get("swd") is not None for row in rows)
+  header = ["objective", "optimizer", "generator steps", "training wall time", f"FID ({num_samples:,} samples)", "KID",
+            "precision", "recall"] + (["SWD x1e3"] if with_swd else [])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
     cells = [f"`{row['objective']}`", row["optimizer"], f"{row['steps']:,}", f"{row['train_minutes']:.1f} min",
-             *_metric_cells(row)]
+             *_metric_cells(row, with_swd)]
     lines.append("| " + " | ".join(cells) + " |")
   if floor is not None:
-    cells = [f"real vs real ({num_samples:,} vs {num_samples:,})", "", "", "", *_metric_cells(floor)]
+    cells = [f"real vs real ({num_samples:,} vs {num_samples:,})", "", "", "", *_metric_cells(floor, with_swd)]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
