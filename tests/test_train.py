@@ -94,7 +94,6 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     small_image = {"model.width": 8, "data.resolution": 16, "batch_size": 16, "n_critic": 2, **sgd}
     configs = {
         "toy": configuration.override(common.toy_config("25gaussians"), {"model.width": 32, "batch_size": 16, **sgd}),
-        "dcgan": configuration.override(image, small_image),
         "dcgan with EMA and DiffAugment": configuration.override(image, {
             **small_image, "ema.enabled": True, "ema.half_life_kimg": 0.05, "augment.policy": "color,translation,cutout"}),
         "resnet": configuration.override(image, {
@@ -126,7 +125,7 @@ def test_iteration_on_eight_devices_equals_one_device():
   result = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert result.stdout.count("equal on 1 and 8 devices") == 4
+  assert result.stdout.count("equal on 1 and 8 devices") == 3
   assert "losses equal on sharded inputs" in result.stdout
 
 
