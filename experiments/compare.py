@@ -1,9 +1,15 @@
-r"""Trains one model under several objectives for the same number of generator steps, evaluates each on the same
-samples count against the same reference, and writes one table and one figure: the TF2 tutorial's comparison.
+r"""Trains one config under several objectives (or several named variants of it), evaluates each on the same samples
+count against the same reference, and writes one table and one figure: the TF2 tutorial's comparison, an ablation.
 
   python -m experiments.compare --config experiments/configs/celeba32.py \
       --objectives wgan_clip,wgan_gp_batchnorm,wgan_gp --workdir runs/compare [--num_samples 2000] \
       [--config.num_steps=1000 ...]
+  python -m experiments.compare --config experiments/configs/celeba32.py \
+      --variants experiments/configs/celeba32_ablations.py --workdir runs/ablations
+
+``--variants FILE`` names a Python file whose ``get_variants()`` returns ``{name: {"group.key": value, ...}}``: each
+variant is the config with those keys set (its own ``num_steps`` too, so variants of different cost can share a
+wall-time budget), trained in ``WORKDIR/<name>``; it replaces ``--objectives``.
 
 Each objective trains in ``WORKDIR/<objective>`` with ``python -m experiments.train`` (so a stopped comparison resumes
 where it stopped), with the optimizer of its own paper where it has one (``objectives.RECOMMENDED_OPTIMIZERS``: the
@@ -17,6 +23,7 @@ and ``comparison.png`` (a grid of samples per objective, side by side).
 import json
 import os
 import pathlib
+import runpy
 import subprocess
 import sys
 import time
@@ -26,7 +33,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import host, objectives
+from wgan_gp_jax import configuration, host, objectives
 from wgan_gp_jax.names import unknown_name_message
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -35,6 +42,8 @@ _OBJECTIVES = flags.DEFINE_list("objectives", ["wgan_clip", "wgan_gp_batchnorm",
                                 f"Objectives to compare, among {', '.join(objectives.OBJECTIVES)}.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation (FID depends on it).", lower_bound=2)
 _METRICS = flags.DEFINE_list("metrics", ["fid", "kid", "pr"], "Metrics of experiments.evaluate.")
+_VARIANTS = flags.DEFINE_string("variants", None, "Python file whose get_variants() returns {name: {'group.key':"
+                                 " value}}: compare these variants of the config instead of --objectives.")
 _PAPER_OPTIMIZERS = flags.DEFINE_bool("paper_optimizers", True, "Train each objective with its own paper's optimizer"
                                       " (objectives.RECOMMENDED_OPTIMIZERS).")
 _GRID = flags.DEFINE_integer("grid_samples", 36, "Samples per objective in the figure.")
@@ -48,12 +57,36 @@ def _config_overrides(argv: list[str]) -> list[str]:
   return [arg for arg in argv if arg.startswith("--config.")]
 
 
-def objective_flags(name: str, *, paper_optimizers: bool) -> list[str]:
-  """The ``--config.*`` flags that select objective ``name`` (and its paper's optimizer)."""
+def objective_settings(name: str, *, paper_optimizers: bool) -> dict[str, object]:
+  """The config settings that select objective ``name`` (and its paper's optimizer)."""
   settings = {"objective.name": name}
   if paper_optimizers:
     settings.update(objectives.RECOMMENDED_OPTIMIZERS.get(name, {}))
-  return [f"--config.{key}={value}" for key, value in settings.items()]
+  return settings
+
+
+def load_variants(path: str, config: ml_collections.ConfigDict) -> dict[str, dict[str, object]]:
+  """``get_variants()`` of the file at ``path``, each checked against ``config``'s keys; exits with one line if not."""
+  if not os.path.isfile(path):
+    cli.fail(f"--variants: no file {path!r}")
+  try:
+    variants = runpy.run_path(path)["get_variants"]()
+  except Exception as error:  # a user's file may raise anything
+    cli.fail(f"--variants: cannot load {path}: {type(error).__name__}: {error}")
+  if not variants:
+    cli.fail(f"--variants: {path} gives no variants")
+  for name, settings in variants.items():
+    if not name or "/" in name or name in (".", ".."):
+      cli.fail(f"--variants: {name!r} cannot name a run directory")
+    try:
+      configuration.override(config, settings)
+    except configuration.ConfigError as error:
+      cli.fail(f"--variants: variant {name!r}: {error}")
+  return variants
+
+
+def _settings_text(settings: dict[str, object]) -> str:
+  return ", ".join(f"{key}={value}" for key, value in settings.items() if key != "num_steps") or "as configured"
 
 
 def _run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
@@ -116,13 +149,14 @@ def _metric_cells(results: dict, with_swd: bool) -> list[str]:
   return cells + [_fmt(results.get("swd"), 2)] if with_swd else cells
 
 
-def markdown_table(rows: list[dict], floor: dict | None, num_samples: int) -> str:
+def markdown_table(rows: list[dict], floor: dict | None, num_samples: int, *, label: str = "objective",
+                   settings: str = "optimizer") -> str:
   with_swd = any(row.get("swd") is not None for row in rows)
-  header = ["objective", "optimizer", "generator steps", "training wall time", f"FID ({num_samples:,} samples)", "KID",
+  header = [label, settings, "generator steps", "training wall time", f"FID ({num_samples:,} samples)", "KID",
             "precision", "recall"] + (["SWD x1e3"] if with_swd else [])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
-    cells = [f"`{row['objective']}`", row["optimizer"], f"{row['steps']:,}", f"{row['train_minutes']:.1f} min",
+    cells = [f"`{row['name']}`", row["settings"], f"{row['steps']:,}", f"{row['train_minutes']:.1f} min",
              *_metric_cells(row, with_swd)]
     lines.append("| " + " | ".join(cells) + " |")
   if floor is not None:
@@ -136,7 +170,7 @@ def _figure(rows: list[dict], path: pathlib.Path, num: int) -> None:
 
   panels = []
   for row in rows:
-    title = row["objective"] + (f"\nFID {row['fid']:.1f}" if row.get("fid") is not None else "")
+    title = row["name"] + (f"\nFID {row['fid']:.1f}" if row.get("fid") is not None else "")
     panels.append((title, experiment.load_run(row["workdir"]).sample(num, seed=0)))
   plotting.save_labelled_grids(path, panels)
 
@@ -144,26 +178,37 @@ def _figure(rows: list[dict], path: pathlib.Path, num: int) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  unknown = [name for name in _OBJECTIVES.value if name not in objectives.OBJECTIVES]
-  if unknown:
-    cli.fail("--objectives: " + unknown_name_message("objective", unknown[0], objectives.OBJECTIVES))
+  user_overrides = _config_overrides(sys.argv)
+  if _VARIANTS.value:
+    variants = load_variants(_VARIANTS.value, _CONFIG.value)
+    label, settings_label = "variant", "settings"
+  else:
+    unknown = [name for name in _OBJECTIVES.value if name not in objectives.OBJECTIVES]
+    if unknown:
+      cli.fail("--objectives: " + unknown_name_message("objective", unknown[0], objectives.OBJECTIVES))
+    variants = {name: objective_settings(name, paper_optimizers=_PAPER_OPTIMIZERS.value)
+                for name in _OBJECTIVES.value}
+    label, settings_label = "objective", "optimizer"
   workdir = pathlib.Path(_WORKDIR.value).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   config_file = cli.flag_value(sys.argv, "config")
-  num_steps = _CONFIG.value.num_steps
-  user_overrides = _config_overrides(sys.argv)
   metrics = ",".join(_METRICS.value)
   evaluate_args = [f"--metrics={metrics}", f"--num_samples={_NUM_SAMPLES.value}"]
 
   rows = []
-  for name in _OBJECTIVES.value:
+  for name, settings in variants.items():
     run_dir = workdir / name
-    settings = objective_flags(name, paper_optimizers=_PAPER_OPTIMIZERS.value)
-    seconds = _train(config_file, run_dir, settings + user_overrides, num_steps)
+    # The command line's overrides come after the variant's, so they win (num_steps included).
+    num_steps = configuration.override(_CONFIG.value, settings).num_steps
+    if any(flag.startswith("--config.num_steps=") for flag in user_overrides):
+      num_steps = _CONFIG.value.num_steps
+    variant_flags = [f"--config.{key}={value}" for key, value in settings.items()]
+    seconds = _train(config_file, run_dir, variant_flags + user_overrides, num_steps)
     config = _run_config(run_dir)
     results = _evaluate(run_dir, *evaluate_args)
     rows.append({
-        "objective": name, "optimizer": _optimizer_text(config), "steps": results.get("step", config.num_steps),
+        "name": name, "settings": _optimizer_text(config) if label == "objective" else _settings_text(settings),
+        "overrides": settings, "steps": results.get("step", config.num_steps),
         "train_minutes": seconds / 60, "train_seconds": seconds, "workdir": str(run_dir),
         "generator": results.get("generator"),
         **{key: results.get(key) for key in _METRIC_KEYS}})
@@ -175,14 +220,15 @@ def main(argv: list[str]) -> None:
     floor = _evaluate(workdir / "real_floor", *floor_args)
 
   machine = f"{host.cpu_model()}, {os.cpu_count()} cores"
-  table = markdown_table(rows, floor, _NUM_SAMPLES.value)
+  table = markdown_table(rows, floor, _NUM_SAMPLES.value, label=label, settings=settings_label)
+  base = _CONFIG.value
   (workdir / "comparison.md").write_text(
-      f"{table}\nSame model and data ({config.model.name} {config.data.resolution}px width"
-      f" {config.model.width}, batch {config.batch_size}, n_critic {config.n_critic}), {config.num_steps:,} generator"
-      f" steps each; {machine}.\n")
+      f"{table}\n{config_file} ({base.model.name} {base.data.resolution}px width {base.model.width}, batch"
+      f" {base.batch_size}, n_critic {base.n_critic}) with each row's settings; {machine}.\n")
   (workdir / "comparison.json").write_text(json.dumps(
       {"rows": rows, "real_floor": floor, "num_samples": _NUM_SAMPLES.value, "machine": machine,
-       "config_file": config_file, "overrides": user_overrides}, indent=2, default=str) + "\n")
+       "config_file": config_file, "variants_file": _VARIANTS.value, "overrides": user_overrides},
+      indent=2, default=str) + "\n")
   _figure(rows, workdir / "comparison.png", _GRID.value)
   print(table)
   print(f"wrote {workdir / 'comparison.md'}, comparison.json and comparison.png")

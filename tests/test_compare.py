@@ -1,5 +1,5 @@
-"""``experiments.compare``: one model, several objectives, one table and one figure (weight-free metric here, so the
-test needs no Inception weights)."""
+"""``experiments.compare``: one config, several objectives or named variants, one table and one figure (weight-free
+metric here, so the test needs no Inception weights)."""
 
 import json
 import os
@@ -7,34 +7,65 @@ import pathlib
 import subprocess
 import sys
 
+from experiments import compare
+from wgan_gp_jax import objectives
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def test_compare_trains_each_objective_and_writes_table_and_figure(face_folder, tmp_path):
+def _compare(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "experiments.compare", "--config=experiments/configs/celeba32.py",
+                         *args], cwd=REPO_ROOT, env=_ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_objective_settings_take_the_papers_optimizer():
+  assert compare.objective_settings("wgan_gp", paper_optimizers=True) == {"objective.name": "wgan_gp"}
+  assert compare.objective_settings("wgan_clip", paper_optimizers=True) == {
+      "objective.name": "wgan_clip", **objectives.RECOMMENDED_OPTIMIZERS["wgan_clip"]}
+  assert compare.objective_settings("wgan_clip", paper_optimizers=False) == {"objective.name": "wgan_clip"}
+
+
+def test_variants_with_unknown_keys_are_one_line_and_exit_2(tmp_path):
+  variants = tmp_path / "variants.py"
+  variants.write_text("def get_variants():\n  return {'wide': {'model.widht': 64}}\n")
+  result = _compare(f"--variants={variants}", f"--workdir={tmp_path / 'runs'}")
+  assert result.returncode == 2
+  assert result.stderr.strip() == ("error: --variants: variant 'wide': unknown config key 'model.widht'; the nearest"
+                                   " valid key is 'model.width'")
+  assert not (tmp_path / "runs" / "wide").exists()
+  missing = _compare(f"--variants={tmp_path / 'none.py'}", f"--workdir={tmp_path / 'runs'}")
+  assert missing.returncode == 2 and "--variants: no file" in missing.stderr
+
+
+def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, tmp_path):
+  # Each variant has its own num_steps (a shared wall-time budget); the command line's overrides apply to all.
+  variants = tmp_path / "variants.py"
+  clip = {"objective.name": "wgan_clip", **objectives.RECOMMENDED_OPTIMIZERS["wgan_clip"], "num_steps": 1}
+  variants.write_text(f"def get_variants():\n  return {{'clip': {clip!r}, 'gp': {{'num_steps': 2}}}}\n")
   workdir = tmp_path / "compare"
-  command = [
-      sys.executable, "-m", "experiments.compare", "--config=experiments/configs/celeba32.py",
-      "--objectives=wgan_clip,wgan_gp", f"--workdir={workdir}", "--num_samples=16", "--metrics=swd",
-      "--grid_samples=4", f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-      "--config.data.resolution=16", "--config.model.width=4", "--config.batch_size=8", "--config.n_critic=2",
-      "--config.num_steps=2", "--config.logging.figure_every=100"]
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  args = [f"--variants={variants}", f"--workdir={workdir}", "--num_samples=16", "--metrics=swd", "--grid_samples=4",
+          f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+          "--config.data.resolution=16", "--config.model.width=4", "--config.batch_size=8", "--config.n_critic=2",
+          "--config.logging.figure_every=100"]
+  result = _compare(*args)
   assert result.returncode == 0, result.stderr[-4000:]
   summary = json.loads((workdir / "comparison.json").read_text())
-  rows = {row["objective"]: row for row in summary["rows"]}
-  assert set(rows) == {"wgan_clip", "wgan_gp"}
-  assert rows["wgan_clip"]["optimizer"] == "RMSProp(5e-05)"  # the original WGAN's optimizer
-  assert rows["wgan_gp"]["optimizer"] == "Adam(0.0002, 0.5, 0.9)"  # the config's
-  for name, row in rows.items():
-    assert row["steps"] == 2 and row["swd"] > 0
+  rows = {row["name"]: row for row in summary["rows"]}
+  assert list(rows) == ["clip", "gp"]
+  assert rows["clip"]["steps"] == 1 and rows["gp"]["steps"] == 2
+  assert rows["gp"]["settings"] == "as configured"
+  for name, objective in (("clip", "wgan_clip"), ("gp", "wgan_gp")):
+    assert rows[name]["swd"] > 0
     config = json.loads((workdir / name / "config.json").read_text())
-    assert config["objective"]["name"] == name and config["data"]["resolution"] == 16
+    assert config["objective"]["name"] == objective and config["data"]["resolution"] == 16
+  assert json.loads((workdir / "clip" / "config.json").read_text())["critic"]["name"] == "rmsprop"
   assert summary["real_floor"]["swd"] > 0
   table = (workdir / "comparison.md").read_text()
-  assert "| `wgan_clip` | RMSProp(5e-05) | 2 |" in table and "real vs real (16 vs 16)" in table
+  assert "| variant | settings | generator steps |" in table and "real vs real (16 vs 16)" in table
+  assert "| `clip` | objective.name=wgan_clip, critic.name=rmsprop," in table
   assert (workdir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
   # Run again: everything is done, nothing is trained or evaluated anew.
-  again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  again = _compare(*args)
   assert again.returncode == 0, again.stderr[-4000:]
   assert json.loads((workdir / "comparison.json").read_text())["rows"] == summary["rows"]
