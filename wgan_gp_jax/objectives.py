@@ -12,16 +12,20 @@ References:
   <https://arxiv.org/abs/1807.04720>`_, 2019 (compare_gan: losses and penalties chosen by name).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from wgan_gp_jax import losses
 from wgan_gp_jax.names import unknown_name_message
+
+if TYPE_CHECKING:  # the core needs no ml_collections: any object with the config's attributes will do
+  import ml_collections
 
 Metrics = dict[str, jax.Array]
 # (critic_fn, real, fake, key) -> (loss, metrics); ``fake`` carries no gradient to the generator here.

@@ -4,12 +4,16 @@ Separate groups give the two networks their own optimizer and learning rate (TTU
 Two Time-Scale Update Rule Converge to a Local Nash Equilibrium <https://arxiv.org/abs/1706.08500>`_, 2017).
 """
 
-from typing import Callable, Mapping
+from __future__ import annotations
 
-import ml_collections
+from typing import TYPE_CHECKING, Callable, Mapping
+
 import optax
 
 from wgan_gp_jax.names import unknown_name_message
+
+if TYPE_CHECKING:  # the core needs no ml_collections: any object with the config's attributes will do
+  import ml_collections
 
 
 def _adam(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:

@@ -6,18 +6,22 @@ the run's root key by ``fold_in`` of the generator step held in the state (and o
 the critic step within the iteration), so a resumed run draws the same numbers.
 """
 
+from __future__ import annotations
+
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wgan_gp_jax import augment, objectives, optimizers
 from wgan_gp_jax.models import Models
+
+if TYPE_CHECKING:  # the core needs no ml_collections: any object with the config's attributes will do
+  import ml_collections
 
 # Independent random streams folded out of the run's root key.
 TRAIN_STREAM, DATA_STREAM, INIT_STREAM = 0, 1, 2

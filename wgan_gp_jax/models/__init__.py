@@ -1,14 +1,19 @@
 """Generators and critics as Flax modules; ``build_models`` picks them from a config."""
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
-import ml_collections
 
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
 from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
 from wgan_gp_jax.names import unknown_name_message
+
+if TYPE_CHECKING:  # the core needs no ml_collections: any object with the config's attributes will do
+  import ml_collections
 
 
 @dataclasses.dataclass(frozen=True)
