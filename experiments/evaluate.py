@@ -61,6 +61,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", inception.DEFAULT_BATCH_SIZE, "
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SWD projections.")
 
 _EMA, _BEST = cli.define_run_flags()
+_STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this generator step (it must be kept: see"
+                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json.")
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
@@ -88,7 +90,12 @@ def main(argv: list[str]) -> None:
                                     resolution=_RESOLUTION.value, **common)
   else:
     from wgan_gp_jax import experiment  # The training side's loader.
-    run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value)
+    if _STEP.value is not None and _BEST.value:
+      cli.fail("--step and --best each choose a checkpoint: give one of them")
+    try:
+      run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value)
+    except FileNotFoundError as error:
+      cli.fail(str(error))
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
     results = evaluation.evaluate_run(run, reference=reference,
                                       reference_split=_REFERENCE_SPLIT.value, **common)
@@ -96,9 +103,10 @@ def main(argv: list[str]) -> None:
     results["step"] = int(run.state.step)
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "evaluation.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+  output = workdir / ("evaluation.json" if _STEP.value is None else f"evaluation_step_{_STEP.value}.json")
+  output.write_text(json.dumps(results, indent=2, default=str) + "\n")
   _print_table(results)
-  print(f"wrote {workdir / 'evaluation.json'}")
+  print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,17 @@ def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, ca
   assert _checkpoint_steps(tmp_path) == [5, 10, 15]
 
 
+def test_checkpoints_at_multiples_of_keep_period_are_kept_and_load_by_step(tmp_path):
+  run = experiment.train_and_evaluate(
+      toy_config(**{"num_steps": 25, "checkpoint.keep": 1, "checkpoint.keep_period": 10}), tmp_path)
+  assert _checkpoint_steps(tmp_path) == [10, 20, 25]
+  at_10 = experiment.load_run(tmp_path, step=10)
+  assert int(at_10.state.step) == 10 and int(experiment.load_run(tmp_path).state.step) == 25
+  assert not np.array_equal(at_10.sample(4, seed=0), run.sample(4, seed=0))
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 15 in .*; there are steps \[10, 20, 25\]"):
+    experiment.load_run(tmp_path, step=15)
+
+
 def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
   experiment.train_and_evaluate(toy_config(num_steps=5), tmp_path)
   with pytest.raises(checkpoint.ConfigMismatchError) as error:
@@ -215,7 +226,7 @@ def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
       " config.\n"
       "  critic.name: 'adam' in the checkpoint, 'sgd' now\n"
       "  model.width: 16 in the checkpoint, 32 now\n"
-      "Only checkpoint.every, checkpoint.keep, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
+      "Only checkpoint.every, checkpoint.keep, checkpoint.keep_period, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
       " evaluation.num_samples, evaluation.reference, logging.figure_every, logging.log_every,"
       " logging.num_fixed_samples, num_devices, num_steps may change when a run resumes; train a different config in"
       " a new work directory.")

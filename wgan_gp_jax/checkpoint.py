@@ -31,12 +31,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from wgan_gp_jax import paths
+
 # Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
 # it reports, evaluates and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
 # model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
-    "checkpoint.keep", "num_devices", "data.data_dir", "evaluation.every", "evaluation.num_samples",
+    "checkpoint.keep", "checkpoint.keep_period", "num_devices", "data.data_dir", "evaluation.every", "evaluation.num_samples",
     "evaluation.reference", "evaluation.max_time_fraction",
 })
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
@@ -117,7 +119,8 @@ def check_can_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], *, 
 def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoints: int) -> None:
   """Raises ``CheckpointError`` now, before any training step, if ``workdir`` cannot hold this run's checkpoints.
 
-  At its peak a run holds ``keep_checkpoints`` checkpoints and the one being written; those already there count.
+  At its peak a run holds ``keep_checkpoints`` checkpoints and the one being written; those already there count. A
+  bucket (``gs://``) has no free space to check.
   """
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +129,8 @@ def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoi
     probe.unlink()
   except OSError as error:
     raise CheckpointError(f"cannot write to the work directory {workdir}: {error.strerror or error}") from error
+  if not paths.is_local(workdir):
+    return
   checkpoints_dir = workdir / "checkpoints"
   existing = sum(path.name.isdigit() for path in checkpoints_dir.iterdir()) if checkpoints_dir.is_dir() else 0
   more = max(1, keep_checkpoints + 1 - existing)
@@ -155,8 +160,8 @@ class Checkpoints:
   or moved.
   """
 
-  def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, read_only: bool = False,
-               directory_name: str = "checkpoints"):
+  def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, keep_period: int = 0,
+               read_only: bool = False, directory_name: str = "checkpoints"):
     self.workdir = workdir
     self.directory = workdir / directory_name
     if read_only:
@@ -164,6 +169,7 @@ class Checkpoints:
     else:
       options = ocp.CheckpointManagerOptions(
           max_to_keep=keep,
+          keep_period=keep_period or None,  # never deletes the checkpoints at multiples of it
           enable_async_checkpointing=True,
           # What a save cut short by kill -9 leaves behind; never taken for a checkpoint either way.
           cleanup_tmp_directories=True,
@@ -206,16 +212,23 @@ class Checkpoints:
       *,
       requested_config: ml_collections.ConfigDict | None = None,
       data_iterator: grain.DatasetIterator | None = None,
+      step: int | None = None,
   ) -> tuple[int, Any, ml_collections.ConfigDict] | None:
     """``(step, state, config)`` of the newest readable checkpoint, or None when there is none.
 
     ``abstract_state(config)`` gives the structure, shapes, dtypes and shardings of the state that a checkpoint made
     with ``config`` holds. With ``requested_config``, a
     checkpoint made with an incompatible config is refused (``ConfigMismatchError``). With ``data_iterator``, its
-    position is restored too. Unreadable newer checkpoints are logged and, unless read-only, moved aside.
+    position is restored too. Unreadable newer checkpoints are logged and, unless read-only, moved aside. With
+    ``step``, only the checkpoint at that step is considered (``FileNotFoundError`` if there is none).
     """
+    steps = self.steps()
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}; there are steps {steps}")
+      steps = [step]
     unreadable: dict[int, str] = {}
-    for step in reversed(self.steps()):
+    for step in reversed(steps):
       saved_config, problem = self._try(lambda: self._read_config(step))
       if not _all_processes_agree(problem is None):
         unreadable[step] = problem or "another process cannot read it"

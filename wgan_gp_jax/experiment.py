@@ -201,8 +201,8 @@ def metric_curve(workdir: str | pathlib.Path, metric: str) -> tuple[np.ndarray, 
   return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
 
 
-def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = False) -> Run:
-  """Loads the config and state of the newest readable checkpoint of the run in ``workdir``.
+def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = False, step: int | None = None) -> Run:
+  """Loads the config and state of the newest readable checkpoint of the run in ``workdir`` (or the one at ``step``).
 
   Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. With ``best``, the
   checkpoint of the best FID measured during training (``periodic_eval``). Nothing in ``workdir`` is changed, so this
@@ -216,7 +216,8 @@ def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = 
         + (" that evaluated FID while training?" if best else "?"))
   replicated = train_lib.replicated(train_lib.make_mesh(1))
   with checkpoint.Checkpoints(workdir, read_only=True, directory_name=directory_name) as checkpoints:
-    restored = checkpoints.restore_latest(lambda config: _abstract_state(config, build_models(config), replicated))
+    restored = checkpoints.restore_latest(lambda config: _abstract_state(config, build_models(config), replicated),
+                                          step=step)
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {workdir / directory_name}.")
   _, state, config = restored
@@ -272,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
   log_path = workdir / "metrics.jsonl"
 
-  with (checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints,
+  with (checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep, keep_period=config.checkpoint.keep_period)
+        as checkpoints,
         preemption.StopRequests() as stop_requests):
     restored = checkpoints.restore_latest(lambda _: abstract_state, requested_config=config,
                                           data_iterator=image_batches)
