@@ -1,18 +1,20 @@
-"""Command-line checks shared by the commands that take ``--config``: a user's mistake is one line and exit status 2.
+"""What every command shares: a user's mistake on the command line is one line and exit status 2, and the logs are
+quiet (``wgan_gp_jax.logs``).
 
-``absl.app.run(main, flags_parser=cli.parse_flags)`` checks, before absl parses anything, that the config file exists
-and loads, and that every ``--config.KEY`` override names a key of it (else the nearest valid key is named); absl's
-own flag errors (a value of the wrong type) become one line too.
+``cli.run(main)`` runs ``main`` under ``absl.app`` with ``parse_flags``, which checks, before absl parses anything,
+that the config file exists and loads, that every ``--config.KEY`` override names a key of it (else the nearest valid
+key is named), and that ``--workdir`` is not a file; absl's own flag errors (an unknown flag, a missing required one,
+a value of the wrong type) and the ``app.UsageError`` a command raises become one line too.
 """
 
 import os
 import runpy
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
-from absl import flags
+from absl import app, flags
 
-from wgan_gp_jax import configuration
+from wgan_gp_jax import configuration, logs, paths
 
 USAGE_ERROR_STATUS = 2
 
@@ -54,6 +56,13 @@ def check_config_arguments(argv: list[str]) -> None:
       fail(f"--config.{key}: " + configuration.unknown_key_message(key, valid))
 
 
+def check_workdir_argument(argv: list[str]) -> None:
+  """Exits with one line if ``--workdir`` names a file (a bucket path is checked when it is used)."""
+  workdir = flag_value(argv, "workdir")
+  if workdir and paths.is_local(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
+    fail(f"--workdir: {workdir} is a file, not a directory")
+
+
 def define_run_flags() -> tuple[flags.FlagHolder[bool], flags.FlagHolder[bool]]:
   """``--ema``/``--noema`` and ``--best``: which generator of a run to load (``experiment.load_run``)."""
   return (flags.DEFINE_bool("ema", True, "Sample from the generator's exponential moving average where the run keeps"
@@ -65,7 +74,21 @@ def define_run_flags() -> tuple[flags.FlagHolder[bool], flags.FlagHolder[bool]]:
 def parse_flags(argv: list[str]) -> list[str]:
   """A ``flags_parser`` for ``absl.app.run``."""
   check_config_arguments(argv)
+  check_workdir_argument(argv)
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
     fail(str(error).splitlines()[0])
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """``absl.app.run(main)`` with ``parse_flags``, the quiet logs, and ``app.UsageError`` as one line (status 2)."""
+
+  def main_with_one_line_errors(argv: list[str]) -> None:
+    logs.setup()
+    try:
+      main(argv)
+    except app.UsageError as error:
+      fail(str(error))
+
+  app.run(main_with_one_line_errors, flags_parser=parse_flags)

@@ -50,7 +50,10 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix != ".png":
     raise app.UsageError(f"--out must end in .png (the GIF goes beside it), got {out}")
-  run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  try:
+    run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  except FileNotFoundError as error:
+    cli.fail(str(error))
   if run.config.kind != "image":
     raise app.UsageError(f"{_WORKDIR.value} is a {run.config.kind} run; interpolation needs an image run")
   latents = interpolation_latents(run.latents(_FACES.value, _SEED.value), _STEPS.value)
@@ -69,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -10,8 +10,9 @@ truncated, too small for the crop) are skipped; the report printed here lists th
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from wgan_gp_jax.data import images, prepare
 
 _IMAGE_FOLDER = flags.DEFINE_string("image_folder", None, "Folder (searched recursively) or .zip of images.",
@@ -36,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -29,7 +29,10 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix not in (".npz", ".png"):
     raise app.UsageError(f"--out must end in .npz or .png, got {out}")
-  run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  try:
+    run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  except FileNotFoundError as error:
+    cli.fail(str(error))
   samples = run.sample(_NUM.value, _SEED.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix == ".npz":
@@ -42,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import checkpoint, configuration, experiment, host, logs, preemption
+from wgan_gp_jax import checkpoint, configuration, experiment, host, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
@@ -53,7 +53,6 @@ def _initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logs.setup()
   host.keep_freed_memory()  # before the first JAX computation: no page faults per step (BENCHMARKS.md)
   _initialize_distributed()
   try:
@@ -69,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

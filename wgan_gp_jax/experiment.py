@@ -5,6 +5,7 @@ Layout of a work directory::
   DIR/config.json          the config of the latest start (each checkpoint also holds the config it was made with)
   DIR/checkpoints/<step>/  orbax checkpoints: state, config and data position (see ``checkpoint``)
   DIR/metrics.jsonl        one JSON line of metrics every ``logging.log_every`` steps (and ``fid_<N>`` where evaluated)
+  DIR/tensorboard/         TensorBoard event files: the same scalars, the speed, the pictures (``metric_writer``)
   DIR/best_checkpoint/     image runs with ``evaluation.every``: the checkpoint of the best FID (``periodic_eval``)
   DIR/figures/             toy runs: real points, samples and critic contours
   DIR/samples/             image runs: grids from a fixed latent batch
@@ -19,13 +20,17 @@ saved (``NonFiniteError``).
 
 With several processes (``jax.distributed``) every process runs ``train_and_evaluate``: each reads its own part of
 the data, checkpoints are written by all together, and the config, logs and pictures by process 0 only.
+
+DIR may be any path ``etils.epath`` handles, a bucket (``gs://...``) included: checkpoints go through orbax, the rest
+through ``epath`` (``paths``). Every log line gives the speed and the time left (``progress``); on an interactive
+terminal a progress bar shows too.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
-import pathlib
 import time
 from typing import Iterator
 
@@ -33,8 +38,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
-from wgan_gp_jax import checkpoint, configuration, data, periodic_eval, plotting, preemption, toy_data
+from wgan_gp_jax import checkpoint, configuration, data, metric_writer, paths, periodic_eval, plotting, preemption
+from wgan_gp_jax import progress, toy_data
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -170,45 +177,25 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  path = workdir / "config.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(config.to_json(indent=2, sort_keys=True))
-  tmp.replace(path)
+def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  paths.write_text_whole(workdir / "config.json", config.to_json(indent=2, sort_keys=True))
 
 
-def _truncate_log(path: pathlib.Path, last_step: int) -> None:
-  """Keeps the lines of ``path`` up to ``last_step``: those after it are redone by the resumed run."""
-  if not path.exists():
-    return
-  kept = []
-  for line in path.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:  # The last line of a process killed while writing it.
-      continue
-    if record["step"] <= last_step:
-      kept.append(line + "\n")
-  tmp = path.with_suffix(".jsonl.tmp")
-  tmp.write_text("".join(kept))
-  tmp.replace(path)
-
-
-def metric_curve(workdir: str | pathlib.Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def metric_curve(workdir: epath.PathLike, metric: str) -> tuple[np.ndarray, np.ndarray]:
   """``(steps, values)`` of ``metric`` in the run's ``metrics.jsonl`` (the steps that have it)."""
-  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  lines = (epath.Path(workdir) / metric_writer.METRICS_FILENAME).read_text().splitlines()
   points = [(record["step"], record[metric]) for record in map(json.loads, filter(None, lines)) if metric in record]
   return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
 
 
-def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = False, step: int | None = None) -> Run:
+def load_run(workdir: epath.PathLike, *, use_ema: bool = True, best: bool = False, step: int | None = None) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir`` (or the one at ``step``).
 
   Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. With ``best``, the
   checkpoint of the best FID measured during training (``periodic_eval``). Nothing in ``workdir`` is changed, so this
   is safe while the run is still training.
   """
-  workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
+  workdir = paths.workdir_path(workdir)
   directory_name = periodic_eval.BEST_DIRNAME if best else "checkpoints"
   if not (workdir / directory_name).is_dir():
     raise FileNotFoundError(
@@ -224,8 +211,9 @@ def load_run(workdir: str | pathlib.Path, *, use_ema: bool = True, best: bool = 
   return Run(config, build_models(config), state, use_ema=use_ema)
 
 
-def _write_pictures(run: Run, workdir: pathlib.Path, step: int) -> None:
-  """Draws the run's pictures on this process's first device (so that process 0 can do it alone)."""
+def _write_pictures(run: Run, workdir: epath.Path, step: int) -> tuple[str, np.ndarray]:
+  """Draws the run's pictures on this process's first device (so that process 0 can do it alone); returns the
+  picture's TensorBoard name and pixels."""
   config = run.config
   run = dataclasses.replace(run, state=jax.device_get(run.state))
   fixed_latents = jax.random.normal(
@@ -233,16 +221,16 @@ def _write_pictures(run: Run, workdir: pathlib.Path, step: int) -> None:
   if config.kind == "toy":
     (workdir / "figures").mkdir(exist_ok=True)
     real = np.asarray(toy_data.sample(config.data.toy_dataset, jax.random.key(0), 1000))
-    plotting.toy_figure(
+    return "figure", plotting.toy_figure(
         workdir / "figures" / f"step_{step:06d}.png", real=real, generated=run.generate(fixed_latents),
         critic=run.critic, title=f"{config.data.toy_dataset}, generator step {step}")
-  else:
-    (workdir / "samples").mkdir(exist_ok=True)
-    plotting.save_image_grid(workdir / "samples" / f"step_{step:06d}.png", to_uint8(run.generate(fixed_latents)),
-                             scale=max(1, 128 // config.data.resolution))
+  (workdir / "samples").mkdir(exist_ok=True)
+  return "samples", plotting.save_image_grid(
+      workdir / "samples" / f"step_{step:06d}.png", to_uint8(run.generate(fixed_latents)),
+      scale=max(1, 128 // config.data.resolution))
 
 
-def _save_best(workdir: pathlib.Path, step: int, state: train_lib.TrainState, config: ml_collections.ConfigDict,
+def _save_best(workdir: epath.Path, step: int, state: train_lib.TrainState, config: ml_collections.ConfigDict,
                fid: periodic_eval.PeriodicFID, value: float) -> None:
   """Replaces the best checkpoint with this step's, and records it once complete."""
   with checkpoint.Checkpoints(workdir, keep=1, directory_name=periodic_eval.BEST_DIRNAME) as best:
@@ -251,7 +239,7 @@ def _save_best(workdir: pathlib.Path, step: int, state: train_lib.TrainState, co
   fid.record_best(step, value)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Run:
   """Trains ``config`` in ``workdir``, resuming from its newest readable checkpoint if there is one.
 
   Raises ``configuration.ConfigError`` before anything is built for a config that cannot make a run,
@@ -259,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   ``checkpoint.ConfigMismatchError`` if the checkpoint was made with a config that may not change, and
   ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read.
   """
-  workdir = pathlib.Path(workdir).absolute()  # orbax needs absolute paths
+  workdir = paths.workdir_path(workdir)
   mesh = train_lib.make_mesh(config.num_devices)
   configuration.validate(config, num_devices=mesh.size)
   models = build_models(config)
@@ -271,11 +259,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   image_batches = None
   if config.kind != "toy":
     image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
-  log_path = workdir / "metrics.jsonl"
 
   with (checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep, keep_period=config.checkpoint.keep_period)
         as checkpoints,
-        preemption.StopRequests() as stop_requests):
+        preemption.StopRequests() as stop_requests, contextlib.ExitStack() as closing):
     restored = checkpoints.restore_latest(lambda _: abstract_state, requested_config=config,
                                           data_iterator=image_batches)
     if restored is None:
@@ -296,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             config.num_steps, config.num_steps, config.num_steps)
     if jax.process_index() == 0:
       _write_config(workdir, config)
-      _truncate_log(log_path, start_step)
+    writer = closing.enter_context(metric_writer.MetricWriter(workdir, start_step=start_step))
 
     logging.info("training on %d device(s), process %d of %d", mesh.size, jax.process_index(), jax.process_count())
     if image_batches is None:
@@ -309,9 +296,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if fid is not None:
       fid.forget_best_after(start_step)
     started = time.perf_counter()
+    speed = closing.enter_context(progress.Progress(
+        start_step=start_step, num_steps=config.num_steps, images_per_step=config.n_critic * config.batch_size,
+        show_bar=None if jax.process_index() == 0 else False))
     for step in range(start_step + 1, config.num_steps + 1):
       state, metrics = iteration(state, next(batches))
       non_finite.note(metrics, state)
+      speed.step_done(step)
       stop_signal = stop_requests.signal_at(step)
       is_last = step == config.num_steps
       regular_save = step % config.checkpoint.every == 0 or is_last
@@ -331,12 +322,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       if should_log:
         values = {name: float(value) for name, value in jax.device_get(metrics).items()}
         values.update(evaluation)
-        if jax.process_index() == 0:
-          with log_path.open("a") as f:
-            f.write(json.dumps({"step": step, "seconds": round(time.perf_counter() - started, 3), **values}) + "\n")
-        logging.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        rates = speed.report(step)
+        writer.write_scalars(step, values, seconds=time.perf_counter() - started, speed=rates)
+        logging.info("step %d: %s%s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()),
+                     progress.Progress.describe(rates))
       if should_draw and jax.process_index() == 0:
-        _write_pictures(Run(config, models, state), workdir, step)
+        writer.write_image(step, *_write_pictures(Run(config, models, state), workdir, step))
       if should_save:
         checkpoints.save(step, state, config, image_batches)
       if stop_signal is not None:

@@ -1,14 +1,37 @@
-"""Quiet, readable logs: our progress lines at INFO, other libraries' chatter only from WARNING up."""
+"""Quiet, readable logs: our lines at INFO, other libraries' chatter (orbax's, absl's, jax's) only from WARNING up.
 
-import logging as std_logging
+The package logs with the standard library's ``logging`` (the module-level functions) and never configures it on
+import. ``setup()``, called by every command of ``experiments``, is the one place that does: callable from any entry
+point (a notebook, another project's script) for the same lines.
+"""
 
-from absl import logging
+import logging
+import os
+import sys
+
+FORMAT = "%(asctime)s %(levelname).1s %(message)s"
+DATE_FORMAT = "%H:%M:%S"
+# Our modules: lines logged from a file under one of these folders pass at INFO.
+_OUR_FOLDERS = tuple(f"{os.sep}{name}{os.sep}" for name in ("wgan_gp_jax", "experiments"))
 
 
-def _ours_or_important(record: std_logging.LogRecord) -> bool:
-  return record.levelno >= std_logging.WARNING or "wgan_gp_jax" in record.pathname or "experiments" in record.pathname
+def is_ours_or_important(record: logging.LogRecord) -> bool:
+  """Keeps our INFO lines and every library's warnings and errors."""
+  return record.levelno >= logging.WARNING or any(folder in record.pathname for folder in _OUR_FOLDERS)
 
 
-def setup() -> None:
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_ours_or_important)
+def setup(level: int = logging.INFO) -> None:
+  """Sends log lines to stderr, one per line with the time, ours from ``level`` up and the others' from WARNING up.
+
+  The root logger's handlers are replaced (absl's, which ``absl.app.run`` installs, included), so no line is printed
+  twice. Libraries that log through absl (orbax) log through the standard library's root logger as well.
+  """
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+  handler.addFilter(is_ours_or_important)
+  root = logging.getLogger()
+  root.handlers = [handler]
+  root.setLevel(level)
+  # absl's logger (orbax logs through it) follows its own verbosity flag once absl.app has run; its INFO lines are
+  # dropped by the filter, and the level here only spares formatting them.
+  logging.getLogger("absl").setLevel(logging.WARNING)

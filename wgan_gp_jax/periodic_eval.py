@@ -14,13 +14,15 @@ resumed run knows its best without evaluating anything again.
 import dataclasses
 import json
 import logging
-import pathlib
 import time
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
+
+from wgan_gp_jax import paths
 
 BEST_DIRNAME = "best_checkpoint"
 BEST_RECORD = "best.json"
@@ -70,7 +72,7 @@ class PeriodicFID:
   reaches one pays nothing; where they cannot be had, that is logged and the run goes on without FID.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path,
                load: Callable[[ml_collections.ConfigDict], FIDModel] | None = None):
     self._config = config
     self._load = load
@@ -79,7 +81,7 @@ class PeriodicFID:
     self.num_samples = config.evaluation.num_samples
     self.max_time_fraction = config.evaluation.max_time_fraction
     self.metric = f"fid_{self.num_samples}"
-    self.best_directory = workdir / BEST_DIRNAME
+    self.best_directory = epath.Path(workdir) / BEST_DIRNAME
     self._spent = 0.0
     self._last_cost: float | None = None
     self.best_step: int | None = None
@@ -138,13 +140,11 @@ class PeriodicFID:
     """Called once the best checkpoint of ``step`` is complete."""
     self.best_step, self.best_value = step, value
     if jax.process_index() == 0:
-      path = self.best_directory / BEST_RECORD
-      tmp = path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
-      tmp.replace(path)
+      paths.write_text_whole(self.best_directory / BEST_RECORD,
+                             json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
 
 
-def create(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+def create(config: ml_collections.ConfigDict, workdir: epath.Path,
            load: Callable[[ml_collections.ConfigDict], FIDModel] | None = None) -> PeriodicFID | None:
   """The periodic FID of an image run with ``evaluation.every > 0``, else None."""
   if config.kind != "image" or not config.evaluation.every:
@@ -152,7 +152,7 @@ def create(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   return PeriodicFID(config, workdir, load)
 
 
-def best_state_record(workdir: pathlib.Path) -> dict[str, Any] | None:
+def best_state_record(workdir: epath.PathLike) -> dict[str, Any] | None:
   """``{"step", "metric", "value"}`` of the best checkpoint of the run in ``workdir``, or None."""
-  path = pathlib.Path(workdir) / BEST_DIRNAME / BEST_RECORD
+  path = epath.Path(workdir) / BEST_DIRNAME / BEST_RECORD
   return json.loads(path.read_text()) if path.exists() else None

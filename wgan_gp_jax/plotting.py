@@ -1,9 +1,10 @@
-"""Pictures: the paper's Figure 1 for toy runs, and image grids."""
+"""Pictures: the paper's Figure 1 for toy runs, and image grids. Paths may be any ``etils.epath`` path (``gs://``)."""
 
 import pathlib
 from typing import Callable
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,8 +21,11 @@ def toy_figure(
     title: str = "",
     extent: float = 2.0,
     grid_points: int = 128,
-) -> None:
-  """Real points, generated points and the critic's contours, as in Gulrajani et al. (2017), Figure 1."""
+) -> np.ndarray:
+  """Real points, generated points and the critic's contours, as in Gulrajani et al. (2017), Figure 1.
+
+  Returns the picture as uint8 RGB ``(H, W, 3)``.
+  """
   axis = np.linspace(-extent, extent, grid_points, dtype=np.float32)
   xx, yy = np.meshgrid(axis, axis)
   scores = np.asarray(critic(np.stack([xx.ravel(), yy.ravel()], axis=1))).reshape(xx.shape)
@@ -36,8 +40,16 @@ def toy_figure(
   ax.legend(loc="upper right")
   ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
+  fig.canvas.draw()
+  picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
   plt.close(fig)
+  return picture
+
+
+def _save_figure(fig: matplotlib.figure.Figure, path: str | pathlib.Path) -> None:
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, dpi=100, format=epath.Path(path).suffix.lstrip(".") or "png")
 
 
 def image_grid(images: np.ndarray, *, columns: int | None = None, padding: int = 2) -> np.ndarray:
@@ -55,12 +67,16 @@ def image_grid(images: np.ndarray, *, columns: int | None = None, padding: int =
   return grid
 
 
-def save_image_grid(path: str | pathlib.Path, images: np.ndarray, *, columns: int | None = None, scale: int = 1) -> None:
+def save_image_grid(path: str | pathlib.Path, images: np.ndarray, *, columns: int | None = None,
+                    scale: int = 1) -> np.ndarray:
+  """Saves the grid of ``images`` as a PNG, each pixel ``scale`` times larger, and returns it (uint8 ``(H, W, C)``)."""
   grid = image_grid(images, columns=columns)
   picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
   if scale > 1:
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-  picture.save(path)
+  with epath.Path(path).open("wb") as f:
+    picture.save(f, format="PNG")
+  return np.asarray(picture).reshape(picture.height, picture.width, grid.shape[-1])
 
 
 def save_scatter(path: str | pathlib.Path, points: np.ndarray, *, extent: float = 2.0) -> None:
@@ -70,7 +86,7 @@ def save_scatter(path: str | pathlib.Path, points: np.ndarray, *, extent: float 
   ax.set_ylim(-extent, extent)
   ax.set_aspect("equal")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
   plt.close(fig)
 
 
@@ -83,7 +99,7 @@ def save_labelled_grids(path: str | pathlib.Path, panels: list[tuple[str, np.nda
     ax.set_title(title)
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
   plt.close(fig)
 
 
@@ -101,5 +117,5 @@ def save_curves(path: str | pathlib.Path, curves: dict[str, tuple[np.ndarray, np
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
   plt.close(fig)

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import pathlib
 import zipfile
@@ -35,7 +36,6 @@ from collections.abc import Iterator
 from typing import Self
 
 import numpy as np
-from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_FACE_CROP = 160 / 178

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import os
 import pathlib
 import re
@@ -42,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 from tensorflow_datasets.core import file_adapters
 
 from wgan_gp_jax.data import images

@@ -10,12 +10,12 @@ afford every K steps (toy runs use :func:`wgan_gp_jax.metrics.toy.toy_metrics`).
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import time
 from typing import Sequence
 
-from absl import logging
 import jax
 import numpy as np
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import subprocess
@@ -43,7 +44,6 @@ import time
 import zipfile
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -609,16 +609,19 @@ def inception_features(
   replicas = [jax.device_put(params.params, device) for device in devices]
   pools, logits, in_flight = [], [], []
   start, done = time.perf_counter(), 0
+  last_logged = start
 
   def collect() -> None:
-    nonlocal done
+    nonlocal done, last_logged
     (pool, logit), n = in_flight.pop(0)
     pools.append(np.asarray(pool)[:n])
     if with_logits:
       logits.append(np.asarray(logit)[:n])
     done += n
-    logging.log_every_n_seconds(logging.INFO, "Inception features: %d images, %.2f images/s", 60,
-                                done, done / (time.perf_counter() - start))
+    now = time.perf_counter()
+    if now - last_logged >= 60:
+      logging.info("Inception features: %d images, %.2f images/s", done, done / (now - start))
+      last_logged = now
 
   for index, batch in enumerate(_rebatch(chunks, batch_size)):
     n = batch.shape[0]

@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import tempfile
 import time
 
 import numpy as np
-from absl import logging
 
 from wgan_gp_jax.data import images as images_lib
 from wgan_gp_jax.metrics import fid as fid_lib
