@@ -9,13 +9,16 @@ import os
 import pathlib
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import time
 import types
 
+import grain
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint.path import atomicity
 
@@ -71,6 +74,39 @@ def test_image_run_stopped_halfway_and_resumed_is_bit_identical(image_reference,
   assert _checkpoint_steps(tmp_path) == [15]
   experiment.train_and_evaluate(image_config(face_folder, data_dir), tmp_path)
   assert_same_run(tmp_path, *image_reference)
+
+
+def test_checkpoints_of_the_per_process_data_format_resume_on_their_process_count_only(
+    image_reference, face_folder, data_dir, tmp_path, monkeypatch):
+  # Checkpoints written before the data position was process-count-free hold grain's per-process files in data/.
+  def save_per_process(self, step, state, config, data_iterator=None):
+    items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(checkpoint.config_as_json(config)),
+             checkpoint.LEGACY_DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator)}
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(checkpoint.Checkpoints, "save", save_per_process)
+    experiment.train_and_evaluate(image_config(face_folder, data_dir, num_steps=15), tmp_path)
+  saved = tmp_path / "checkpoints" / "15"
+  assert sorted(p.name for p in (saved / "data").iterdir() if p.suffix == ".json") == ["process_0-of-1.json"]
+  assert not (saved / checkpoint.DATA_POSITION_ITEM).exists()
+
+  legacy_copy = tmp_path / "copy"
+  shutil.copytree(tmp_path, legacy_copy)
+  experiment.train_and_evaluate(image_config(face_folder, data_dir), tmp_path)
+  assert_same_run(tmp_path, *image_reference)
+  assert (tmp_path / "checkpoints" / "30" / checkpoint.DATA_POSITION_ITEM).is_dir()
+
+  # As if two processes had written it: this single process cannot know its part of the data.
+  data = legacy_copy / "checkpoints" / "15" / "data"
+  for index in range(2):
+    shutil.copy(data / "process_0-of-1.json", data / f"process_{index}-of-2.json")
+  (data / "process_0-of-1.json").unlink()
+  with pytest.raises(checkpoint.ProcessCountError, match=(
+      r"^the checkpoint at step 15 in .* holds the data positions of 2 process\(es\) \(a checkpoint of an older"
+      r" version\) and this run has 1: resume it with that many processes, or start a new run$")):
+    experiment.train_and_evaluate(image_config(face_folder, data_dir), legacy_copy)
+  assert (legacy_copy / "checkpoints" / "15").is_dir(), "the checkpoint is left as it is"
 
 
 def test_sigterm_saves_at_the_next_step_and_the_restart_continues_bit_identically(

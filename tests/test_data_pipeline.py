@@ -279,14 +279,32 @@ def test_a_tfds_dataset_is_read_by_name_and_preprocessed(mnist_data_dir):
   assert set(_rows(items)) <= expected
 
 
-def test_processes_read_disjoint_parts_that_together_are_the_whole_split(mnist_data_dir):
-  data_dir, digits = mnist_data_dir
-  config = _mnist_config(data_dir, resolution=28, batch_size=40, n_critic=5)  # 100 examples per process and item.
-  parts = [_rows([next(pipeline.make_train_iterator(config, process_index=index, process_count=2))])
-           for index in range(2)]
-  assert [len(set(part)) for part in parts] == [100, 100]  # An item is one whole epoch of the process's part.
-  assert not set(parts[0]) & set(parts[1])
-  assert set(parts[0]) | set(parts[1]) == {digit[..., None].tobytes() for digit in digits}
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_processes_read_their_slices_of_the_one_process_global_batches(mnist_data_dir, process_count):
+  # Flips included, and across an epoch boundary (an item is 40 of the 200 digits): P processes' local batches side by
+  # side are the 1-process batches, so a run may resume on another process count and see the same examples.
+  data_dir, _ = mnist_data_dir
+  config = _mnist_config(data_dir, resolution=28, batch_size=8, n_critic=5, random_flip=True)
+  one = _take(pipeline.make_train_iterator(config, process_index=0, process_count=1), 7)
+  parts = [_take(pipeline.make_train_iterator(config, process_index=index, process_count=process_count), 7)
+           for index in range(process_count)]
+  for step, item in enumerate(one):
+    assert parts[0][step].shape == (5, 8 // process_count, 28, 28, 1)
+    np.testing.assert_array_equal(np.concatenate([part[step] for part in parts], axis=1), item)
+  # The position is the same on every process: any process's state resumes any other's at the same global batch.
+  iterator = pipeline.make_train_iterator(config, process_index=1, process_count=process_count)
+  _take(iterator, 4)
+  resumed = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  resumed.set_state(iterator.get_state())
+  np.testing.assert_array_equal(next(resumed), one[4])
+
+
+def test_flip_choices_are_fair_coins_of_the_seed_and_position():
+  positions = np.arange(100_000)
+  flips = pipeline.flip_choices(0, positions)
+  assert abs(flips.mean() - 0.5) < 0.01 and abs(np.mean(flips[1:] == flips[:-1]) - 0.5) < 0.01
+  np.testing.assert_array_equal(pipeline.flip_choices(0, positions[::-1]), flips[::-1])
+  assert np.mean(pipeline.flip_choices(1, positions) == flips) < 0.51
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -5,7 +5,9 @@ A checkpoint ``DIR/checkpoints/<step>/`` holds three items, none of them pickled
   state/   the ``TrainState`` (parameters, batch-norm statistics, both optimizer states, the step and the PRNG key
            data), written collectively by all processes with orbax's ``StandardSave`` (tensorstore, no pickle)
   config/  the config the state was made with, as JSON
-  data/    image runs: each process's position in its data, as grain's JSON (``process_<i>-of-<n>.json``)
+  data_position/  image runs: the position in the training data, as JSON (the same on every process, so a run can
+           resume on another number of processes; checkpoints of older versions have ``data/``, one grain JSON
+           per process, and resume on the same number of processes only)
 
 Saves are asynchronous (the step loop goes on while the files are written) and atomic: orbax writes into a
 temporary directory and renames it to ``<step>`` once every file is there, so a save cut short by ``kill -9`` leaves
@@ -38,14 +40,17 @@ from wgan_gp_jax import paths
 # model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
-    "checkpoint.keep", "checkpoint.keep_period", "num_devices", "data.data_dir", "evaluation.every", "evaluation.num_samples",
-    "evaluation.reference", "evaluation.max_time_fraction",
+    "checkpoint.keep", "checkpoint.keep_period", "num_devices", "data.data_dir", "evaluation.every",
+    "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction",
 })
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
 # ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
 LAST_FLAT_CONFIG_COMMIT = "53f4924"
 
 UNREADABLE_DIRNAME = "unreadable_checkpoints"
+# The item of a checkpoint that holds the training data's position, and the per-process one of older checkpoints.
+DATA_POSITION_ITEM = "data_position"
+LEGACY_DATA_ITEM = "data"
 _MIB = 2**20
 # Room for the logs and pictures of a run, on top of its checkpoints.
 _FREE_SPACE_MARGIN = 64 * _MIB
@@ -57,6 +62,10 @@ class ConfigMismatchError(ValueError):
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a run can be read, or its work directory cannot hold checkpoints."""
+
+
+class ProcessCountError(CheckpointError):
+  """A checkpoint of an older version that can be resumed only on the number of processes that made it."""
 
 
 def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -197,7 +206,9 @@ class Checkpoints:
     """
     items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_as_json(config))}
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+      # The same on every process (``data.pipeline``): written once, readable by any number of processes.
+      items[DATA_POSITION_ITEM] = ocp.args.JsonSave(
+          {"iterator": data_iterator.get_state(), "process_count": jax.process_count()})
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def wait_until_finished(self) -> None:
@@ -253,6 +264,8 @@ class Checkpoints:
   def _try(read) -> tuple[Any, str | None]:
     try:
       return read(), None
+    except ProcessCountError:
+      raise
     except Exception as error:  # Orbax and tensorstore raise many types for missing or truncated files.
       return None, f"{type(error).__name__}: {error}"
 
@@ -264,8 +277,30 @@ class Checkpoints:
 
   def _read_state(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None) -> Any:
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    if data_iterator is None:
+      return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    if not (self.directory / str(step) / DATA_POSITION_ITEM).exists():
+      return self._read_state_with_per_process_data(step, items, data_iterator)
+    items[DATA_POSITION_ITEM] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    position = restored[DATA_POSITION_ITEM]
+    if position["process_count"] != jax.process_count():
+      logging.info("the checkpoint at step %d was written by %d process(es) and this run has %d: the data continues"
+                   " at the same global batch, with the same examples in the same order", step,
+                   position["process_count"], jax.process_count())
+    data_iterator.set_state(position["iterator"])
+    return restored.state
+
+  def _read_state_with_per_process_data(self, step: int, items: dict, data_iterator: grain.DatasetIterator) -> Any:
+    """Checkpoints made before the data position was process-count-free hold one data file per process."""
+    saved = sorted(path.name for path in (self.directory / str(step) / LEGACY_DATA_ITEM).glob("process_*.json"))
+    if saved and f"process_{jax.process_index()}-of-{jax.process_count()}.json" not in saved:
+      counts = sorted({name.rsplit("-of-", 1)[1].removesuffix(".json") for name in saved})
+      raise ProcessCountError(
+          f"the checkpoint at step {step} in {self.directory} holds the data positions of {', '.join(counts)}"
+          f" process(es) (a checkpoint of an older version) and this run has {jax.process_count()}: resume it with"
+          " that many processes, or start a new run")
+    items[LEGACY_DATA_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items)).state
 
   def _set_aside(self, unreadable: Mapping[int, str], *, fallback: int) -> None:

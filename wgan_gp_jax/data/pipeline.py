@@ -1,11 +1,13 @@
 """The training input pipeline: a TFDS data source (array_record, no TensorFlow) -> grain -> the device mesh.
 
-Each process reads its own part of the train split (`tfds.split_for_jax_process`: contiguous, disjoint, together the
-whole split), shuffles it globally with grain (a new permutation each epoch), optionally flips images horizontally,
-and groups `n_critic` local batches into one item: all the real data one generator iteration needs. The order of
-items and the flips are a pure function of (`config.seed`, process, position), and the iterator's position is its
-state (`get_state()`/`set_state()`, JSON-serializable, saved with checkpoints), so a resumed run sees exactly the
-data it would have seen.
+The global order of the examples does not depend on the number of processes: every process draws the same
+permutation of the whole train split with grain (a new one each epoch), the global batches of an iteration are the
+next `n_critic * batch_size` examples of it, and each process reads only its own slice of each of the `n_critic`
+batches (`batch_size / process_count` examples, in process order). Horizontal flips, when on, are a function of
+(`config.seed`, the example's global position). So the global batches of 2 processes are those of 1 process, and the
+iterator's position (`get_state()`/`set_state()`, JSON-serializable, saved with checkpoints) is the number of
+iterations read, the same on every process: a run resumed on another number of processes continues with the same
+examples in the same order, none repeated or skipped.
 """
 
 from __future__ import annotations
@@ -55,18 +57,58 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   data = config.data
   preprocessing = images.Preprocessing(resolution=data.resolution, crop=data.get("crop", images.DEFAULT_FACE_CROP),
                                        channels=data.channels)
-  split = tfds.split_for_jax_process(prepare.SPLIT, process_index=process_index, process_count=process_count)
-  data_source, to_image = _open_data_source(data, preprocessing, split=split)
+  data_source, to_image = _open_data_source(data, preprocessing, split=prepare.SPLIT)
   if len(data_source) == 0:
-    raise ValueError(f"process {process_index} of {process_count} got no examples from split {split!r}")
+    raise ValueError(f"the train split of {to_image.description} has no examples")
 
-  dataset = grain.MapDataset.source(data_source).seed(config.seed).shuffle().map(to_image)
-  dataset = dataset.repeat().batch(config.n_critic * local_batch_size, drop_remainder=True)
-  if data.random_flip:
-    dataset = dataset.random_map(_random_horizontal_flips)
-  dataset = dataset.map(functools.partial(_scale_and_split, n_critic=config.n_critic))
+  # Every process: the same shuffled, repeated order of the whole split, read at the global positions of its slices.
+  examples = grain.MapDataset.source(data_source).seed(config.seed).shuffle().repeat()
+  global_positions = grain.MapDataset.range(0, _MAX_POSITIONS).map(functools.partial(
+      _global_position, n_critic=config.n_critic, batch_size=config.batch_size, local_batch_size=local_batch_size,
+      process_index=process_index))
+  dataset = global_positions.batch(config.n_critic * local_batch_size, drop_remainder=True).map(
+      _ReadItem(examples, to_image, n_critic=config.n_critic, flip_seed=config.seed if data.random_flip else None))
   threads = min(4, os.cpu_count() or 1)
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
+
+
+# Local positions beyond any run's length (2^62 examples), so that the position dataset's length never matters.
+_MAX_POSITIONS = 2**62
+
+
+def _global_position(local_position: int, *, n_critic: int, batch_size: int, local_batch_size: int,
+                     process_index: int) -> int:
+  """The global position of a process's ``local_position``-th example: its slice of each global batch in turn."""
+  iteration, within = divmod(local_position, n_critic * local_batch_size)
+  batch, index = divmod(within, local_batch_size)
+  return iteration * n_critic * batch_size + batch * batch_size + process_index * local_batch_size + index
+
+
+class _ReadItem:
+  """Global positions (n_critic * local batch,) -> the images at them, flipped where chosen, scaled and split."""
+
+  def __init__(self, examples: grain.MapDataset, to_image: "_ToImage", *, n_critic: int, flip_seed: int | None):
+    self._examples = examples
+    self._to_image = to_image
+    self._n_critic = n_critic
+    self._flip_seed = flip_seed
+
+  def __call__(self, positions: np.ndarray) -> np.ndarray:
+    batch = np.stack([self._to_image(self._examples[int(position)]) for position in positions])
+    if self._flip_seed is not None:
+      flip = flip_choices(self._flip_seed, positions)
+      batch[flip] = batch[flip, :, ::-1]
+    return _scale_and_split(batch, n_critic=self._n_critic)
+
+
+def flip_choices(seed: int, positions: np.ndarray) -> np.ndarray:
+  """Whether the examples at global ``positions`` are mirrored: a fair coin per (seed, position) (SplitMix64)."""
+  with np.errstate(over="ignore"):
+    x = np.asarray(positions, np.uint64) + np.uint64(seed & (2**64 - 1)) * np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+  return (x >> np.uint64(63)).astype(bool)
 
 
 def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.Preprocessing, *,
@@ -102,23 +144,16 @@ class _ToImage:
   def __init__(self, preprocessing: images.Preprocessing, *, stored_preprocessed: bool, description: str):
     self._preprocessing = preprocessing
     self._stored_preprocessed = stored_preprocessed
-    self._description = description
+    self.description = description
 
   def __call__(self, record: Mapping[str, Any]) -> np.ndarray:
     image = np.asarray(record[IMAGE_KEY])
     if not self._stored_preprocessed:
-      image = images.preprocess_array(image, self._preprocessing, name=f"a record of {self._description}")
+      image = images.preprocess_array(image, self._preprocessing, name=f"a record of {self.description}")
     if image.shape != self._preprocessing.shape or image.dtype != np.uint8:
-      raise ValueError(f"a record of {self._description} has a {image.dtype} image of shape {image.shape}, expected"
+      raise ValueError(f"a record of {self.description} has a {image.dtype} image of shape {image.shape}, expected"
                        f" uint8 {self._preprocessing.shape}")
     return image
-
-
-def _random_horizontal_flips(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Flips each image of a uint8 (N, H, W, C) batch left-right with probability 1/2 (one generator per batch)."""
-  flip = rng.random(len(batch)) < 0.5
-  batch[flip] = batch[flip, :, ::-1]  # In place: the batch was just stacked for this item alone.
-  return batch
 
 
 def _scale_and_split(batch: np.ndarray, *, n_critic: int) -> np.ndarray:
