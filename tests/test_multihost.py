@@ -1,6 +1,6 @@
 """Several hosts training one model: two processes on this machine (``jax.distributed`` on localhost, gloo CPU
-collectives), each with 4 CPU devices, train as one process with 8 devices does, through a preemption notice that
-reaches only one of them."""
+collectives), each with 4 CPU devices, train as one process with 8 devices does: the toy model through a preemption
+notice that reaches only one of them, and a face model (EMA and DiffAugment on) whose run resumes on one process."""
 
 import pathlib
 import signal
@@ -12,8 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from checkpoint_testing import REPO_ROOT, compilation_cache, subprocess_env, train_command
+from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, compilation_cache, image_overrides, subprocess_env,
+                                train_command)
 from wgan_gp_jax import experiment
+from wgan_gp_jax.data import prepare
 
 CONFIG_FILE = "experiments/configs/toy_25gaussians.py"
 NUM_STEPS = 12
@@ -32,12 +34,20 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two_processes(workdir: pathlib.Path, env: dict[str, str]) -> list[subprocess.Popen]:
+def _start_two_processes(workdir: pathlib.Path, env: dict[str, str], config_file: str = CONFIG_FILE,
+                         overrides: dict = OVERRIDES) -> list[subprocess.Popen]:
   port = _free_port()
   return [subprocess.Popen(
-      train_command(CONFIG_FILE, workdir, OVERRIDES, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+      train_command(config_file, workdir, overrides, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                     f"--process_id={index}"),
       cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True) for index in range(2)]
+
+
+def _assert_close_runs(a: experiment.Run, b: experiment.Run) -> None:
+  assert int(a.state.step) == int(b.state.step)
+  for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(a.sample(64, seed=1), b.sample(64, seed=1), rtol=1e-5, atol=1e-5)
 
 
 def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:
@@ -89,7 +99,34 @@ def test_two_processes_of_four_devices_train_as_one_of_eight_through_a_preemptio
   # Logs come from process 0 alone: one line per step.
   assert _logged_lines(workdir) == NUM_STEPS
   two, one = (experiment.load_run(tmp_path / name) for name in ("two_processes", "one_process"))
-  assert int(two.state.step) == int(one.state.step) == NUM_STEPS
-  for a, b in zip(jax.tree.leaves(two.state), jax.tree.leaves(one.state)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(two.sample(64, seed=1), one.sample(64, seed=1), rtol=1e-5, atol=1e-5)
+  assert int(two.state.step) == NUM_STEPS
+  _assert_close_runs(two, one)
+
+
+def test_a_face_run_on_two_processes_equals_one_process_and_resumes_on_one(face_folder, compilation_cache, tmp_path):
+  # Each process reads its slices of the global batches (data.pipeline), so the global batches, and the run, are
+  # those of one process; the checkpoint's data position is the same for any number of processes.
+  data_dir = tmp_path / "tfds"
+  prepare.prepare_image_folder(face_folder, resolution=16, data_dir=data_dir)
+  overrides = {**image_overrides(face_folder, data_dir), **{key: value for key, value in OVERRIDES.items() if
+                                                           key.split(".")[0] in ("critic", "generator")},
+               "num_steps": 8, "checkpoint.every": 4, "checkpoint.keep_period": 4}
+  eight_devices = subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  one_process = subprocess.run(train_command(IMAGE_CONFIG_FILE, tmp_path / "one_process", overrides), cwd=REPO_ROOT,
+                               env=eight_devices, capture_output=True, text=True, timeout=300)
+  assert one_process.returncode == 0, one_process.stderr[-3000:]
+
+  workdir = tmp_path / "two_then_one"
+  two_processes = subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  for status, stderr in _finish(_start_two_processes(workdir, two_processes, IMAGE_CONFIG_FILE,
+                                                     {**overrides, "num_steps": 4})):
+    assert status == 0, stderr[-3000:]
+  resumed = subprocess.run(train_command(IMAGE_CONFIG_FILE, workdir, overrides), cwd=REPO_ROOT, env=eight_devices,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert ("the checkpoint at step 4 was written by 2 process(es) and this run has 1: the data continues at the same"
+          " global batch, with the same examples in the same order") in resumed.stderr
+
+  for step in (4, 8):
+    _assert_close_runs(experiment.load_run(workdir, step=step), experiment.load_run(tmp_path / "one_process",
+                                                                                     step=step))
