@@ -7,7 +7,8 @@ Starting again on a work directory with checkpoints resumes from the newest read
 continues a run that was killed, preempted or stopped; raising ``--config.num_steps`` continues a finished one.
 
 Exit status: 0 when the run is done; 143 (SIGTERM) or 130 (Ctrl-C) after saving a checkpoint on that signal; 1 on
-a non-finite loss or state, a config that does not match the checkpoints, or a work directory that cannot hold them;
+a non-finite loss or state, a config that does not match the checkpoints, a work directory that cannot hold them, or
+one that another live trainer holds (``DIR/lock.json``: the message names it; a killed run's lock is taken over);
 2 on a mistake in the command line or the config (one line naming it, before anything is compiled).
 
 Several processes (hosts) train one model together when ``--multihost`` is given (``jax.distributed.initialize()``
@@ -23,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import checkpoint, configuration, experiment, host, preemption
+from wgan_gp_jax import checkpoint, configuration, experiment, host, preemption, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
@@ -62,7 +63,8 @@ def main(argv):
   except preemption.RunInterrupted as stop:
     print(stop, file=sys.stderr)
     sys.exit(stop.exit_status)
-  except (experiment.NonFiniteError, checkpoint.ConfigMismatchError, checkpoint.CheckpointError) as error:
+  except (experiment.NonFiniteError, checkpoint.ConfigMismatchError, checkpoint.CheckpointError,
+          workdir_lock.WorkdirLocked) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
 

@@ -9,6 +9,7 @@ import os
 import pathlib
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -126,6 +127,7 @@ def test_sigterm_saves_at_the_next_step_and_the_restart_continues_bit_identicall
 
   finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert finished.returncode == 0, finished.stderr[-3000:]
+  assert _resumed_from(finished.stderr) == stopped_at
   assert_same_run(tmp_path, *image_reference)
 
 
@@ -167,41 +169,80 @@ def test_ctrl_c_saves_at_the_next_step_a_second_one_stops_at_once(toy_reference,
   assert_same_run(tmp_path, *toy_reference)
 
 
+def _resumed_from(stderr: str) -> int | None:
+  """The step a training process said it resumed from, None if it started afresh (or never got that far)."""
+  found = re.search(r"resuming from the checkpoint at generator step (\d+)", stderr)
+  return int(found.group(1)) if found else None
+
+
 def test_run_killed_at_random_moments_resumes_bit_identically(toy_reference, compilation_cache, tmp_path_factory):
-  """The toy config with its linear learning-rate decay, killed four times; saves take half a second longer than
-  usual (``train_with_slow_commits.py``) so that two of the kills land in the middle of one."""
+  """The toy config with its linear learning-rate decay, killed four times, each time once the process being killed
+  has made something (a new step, a save in progress, a new checkpoint); saves take half a second longer than usual
+  (``train_with_slow_commits.py``) so that two of the kills land in the middle of one. Every restart must resume
+  from a checkpoint (a run that started again from step 0 would end identical too, proving nothing)."""
   workdir = tmp_path_factory.mktemp("killed")
   command = train_command(TOY_CONFIG_FILE, workdir, TOY_OVERRIDES, slow_commits=True)
   env = subprocess_env(compilation_cache)
   rng = random.Random(0)
 
-  def while_training(process):
+  def while_training(process, before):
     """Some steps after the last checkpoint: they are lost and redone."""
-    done = _logged_steps(workdir)[-1] if _logged_steps(workdir) else 0
+    done = max(_logged_steps(workdir), default=0)
     _wait_for(lambda: any(step > done for step in _logged_steps(workdir)), process, "a new step")
     time.sleep(rng.uniform(0, 0.3))
 
-  def during_a_save(process):
-    _wait_for(lambda: (workdir / "checkpoints").is_dir() and _unfinished_saves(workdir), process, "a save")
+  def during_a_save(process, before):
+    """A save of this process's (not one a killed predecessor left unfinished) is cut short."""
+    _wait_for(lambda: (workdir / "checkpoints").is_dir() and set(_unfinished_saves(workdir)) - before["unfinished"],
+              process, "a save")
     time.sleep(rng.uniform(0, 0.15))
 
-  def any_time(process):
-    """Maybe while starting, compiling or restoring."""
-    time.sleep(rng.uniform(0, 4))
+  def after_a_checkpoint(process, before):
+    """Anywhere in the steps after a checkpoint of this process's."""
+    _wait_for(lambda: (workdir / "checkpoints").is_dir() and max(_checkpoint_steps(workdir), default=0) >
+              before["latest"], process, "a new checkpoint")
+    time.sleep(rng.uniform(0, 0.5))
 
-  for kill_moment in (while_training, during_a_save, any_time, during_a_save):
+  resumed_from = []
+  # The first kill comes after a complete checkpoint, so that every restart has one to resume from.
+  for kill_moment in (after_a_checkpoint, during_a_save, while_training, during_a_save):
+    before = {"unfinished": set(_unfinished_saves(workdir)) if (workdir / "checkpoints").is_dir() else set(),
+              "latest": max(_checkpoint_steps(workdir), default=0) if (workdir / "checkpoints").is_dir() else 0}
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    kill_moment(process)
+    kill_moment(process, before)
     process.kill()
-    process.communicate()
+    _, stderr = process.communicate()
     assert process.returncode == -signal.SIGKILL
+    resumed_from.append(_resumed_from(stderr))
     if kill_moment is during_a_save:
-      assert _unfinished_saves(workdir), "the kill was meant to cut a save short"
+      assert set(_unfinished_saves(workdir)) - before["unfinished"], "the kill was meant to cut a save short"
 
   finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert finished.returncode == 0, finished.stderr[-3000:]
+  resumed_from.append(_resumed_from(finished.stderr))
+  # The first process starts afresh; every later one resumes from a checkpoint, never from nothing.
+  assert resumed_from[0] is None and all(step is not None and step > 0 for step in resumed_from[1:]), resumed_from
   assert not _unfinished_saves(workdir)
   assert_same_run(workdir, *toy_reference)
+
+
+def test_toy_run_stopped_by_sigterm_in_a_subprocess_resumes_bit_identically(toy_reference, compilation_cache,
+                                                                             tmp_path):
+  # Needs no shared images: a new process's exact resume is checked on every clone. Slow commits (each save waits for
+  # the last) keep the run going for a few seconds, so that the signal lands mid-run.
+  command = train_command(TOY_CONFIG_FILE, tmp_path, TOY_OVERRIDES, slow_commits=True)
+  env = subprocess_env(compilation_cache)
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: len(_logged_steps(tmp_path)) >= 2, process, "step 10")
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  stopped_at = _checkpoint_steps(tmp_path)[-1]
+  assert 10 <= stopped_at < TOY_OVERRIDES["num_steps"]
+  finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert _resumed_from(finished.stderr) == stopped_at
+  assert_same_run(tmp_path, *toy_reference)
 
 
 # Tensorstore completes the reads of a failed restore after orbax has closed their event loop, and says so.
@@ -262,7 +303,7 @@ def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
       " config.\n"
       "  critic.name: 'adam' in the checkpoint, 'sgd' now\n"
       "  model.width: 16 in the checkpoint, 32 now\n"
-      "Only checkpoint.every, checkpoint.keep, checkpoint.keep_period, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
+      "Only checkpoint.every, checkpoint.keep, checkpoint.keep_period, checkpoint.lock_stale_seconds, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
       " evaluation.num_samples, evaluation.reference, logging.figure_every, logging.log_every,"
       " logging.num_fixed_samples, num_devices, num_steps may change when a run resumes; train a different config in"
       " a new work directory.")

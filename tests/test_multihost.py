@@ -14,7 +14,7 @@ import pytest
 
 from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, compilation_cache, image_overrides, subprocess_env,
                                 train_command)
-from wgan_gp_jax import experiment
+from wgan_gp_jax import experiment, workdir_lock
 from wgan_gp_jax.data import prepare
 
 CONFIG_FILE = "experiments/configs/toy_25gaussians.py"
@@ -96,6 +96,8 @@ def test_two_processes_of_four_devices_train_as_one_of_eight_through_a_preemptio
   assert one_process.returncode == 0, one_process.stderr[-3000:]
   assert "training on 8 device(s), process 0 of 1" in one_process.stderr
 
+  # Process 0 held the work directory's lock for both processes (neither refused the other) and released it.
+  assert not (workdir / workdir_lock.LOCK_FILENAME).exists()
   # Logs come from process 0 alone: one line per step.
   assert _logged_lines(workdir) == NUM_STEPS
   two, one = (experiment.load_run(tmp_path / name) for name in ("two_processes", "one_process"))

@@ -99,3 +99,21 @@ def test_of_trainers_starting_together_exactly_one_gets_the_lock(tmp_path):
   winners = [lock for lock in outcomes if lock is not None]
   assert len(winners) == 1 and len(outcomes) == 8
   winners[0].release()
+
+
+def test_a_second_trainer_on_a_live_run_exits_at_once_naming_it(tmp_path):
+  # A trainer is live in the directory (a process of this host whose lock is fresh): the command refuses to start.
+  from checkpoint_testing import REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, train_command
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+  try:
+    _write_lock(tmp_path, pid=live.pid)
+    result = subprocess.run(train_command(TOY_CONFIG_FILE, tmp_path, TOY_OVERRIDES), cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=300)
+  finally:
+    live.kill()
+    live.wait()
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path} is in use by process {live.pid} on host {socket.gethostname()}, started ")
+  assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()

@@ -11,14 +11,19 @@ import sys
 from orbax.checkpoint.path import atomicity
 
 COMMIT_DELAY_SECONDS = 0.5
-_commit = atomicity.AtomicRenameTemporaryPath.finalize
 
 
-async def _slow_commit(self):
-  await asyncio.sleep(COMMIT_DELAY_SECONDS)
-  await _commit(self)
+def slow_down_commits() -> None:
+  commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def slow_commit(self):
+    await asyncio.sleep(COMMIT_DELAY_SECONDS)
+    await commit(self)
+
+  atomicity.AtomicRenameTemporaryPath.finalize = slow_commit
 
 
-atomicity.AtomicRenameTemporaryPath.finalize = _slow_commit
-sys.argv[0] = "experiments.train"
-runpy.run_module("experiments.train", run_name="__main__")
+if __name__ == "__main__":
+  slow_down_commits()
+  sys.argv[0] = "experiments.train"
+  runpy.run_module("experiments.train", run_name="__main__")

@@ -40,7 +40,7 @@ from wgan_gp_jax import paths
 # model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
-    "checkpoint.keep", "checkpoint.keep_period", "num_devices", "data.data_dir", "evaluation.every",
+    "checkpoint.keep", "checkpoint.keep_period", "checkpoint.lock_stale_seconds", "num_devices", "data.data_dir", "evaluation.every",
     "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction",
 })
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than

@@ -154,7 +154,8 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       num_fixed_samples=64,  # latents of the pictures, fixed for the run
   ))
   # Every so many generator steps; the newest `keep` are kept, and those at multiples of keep_period (0: none) too.
-  config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_period=0))
+  # The work directory's lock (wgan_gp_jax.workdir_lock) is stale after lock_stale_seconds without a heartbeat.
+  config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_period=0, lock_stale_seconds=300.0))
   # FID while training (image runs; wgan_gp_jax.periodic_eval): every so many generator steps (0: never), of
   # num_samples samples against the Inception features of evaluation.reference ("": data.image_folder); due
   # evaluations are postponed while evaluations would take more than max_time_fraction of the run's wall time.
@@ -199,6 +200,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
       _check(config.logging[key] > 0, f"logging.{key} must be positive, got {config.logging[key]}")
     _check(config.checkpoint.every > 0 and config.checkpoint.keep > 0, "checkpoint.every and checkpoint.keep must be"
            f" positive, got {config.checkpoint.every} and {config.checkpoint.keep}")
+    _check(config.checkpoint.lock_stale_seconds > 0,
+           f"checkpoint.lock_stale_seconds must be positive, got {config.checkpoint.lock_stale_seconds}")
     _check(config.checkpoint.keep_period >= 0,
            f"checkpoint.keep_period must be >= 0 (0: none), got {config.checkpoint.keep_period}")
     evaluation = config.evaluation

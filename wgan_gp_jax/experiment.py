@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from wgan_gp_jax import checkpoint, configuration, data, metric_writer, paths, periodic_eval, plotting, preemption
-from wgan_gp_jax import progress, toy_data
+from wgan_gp_jax import progress, toy_data, workdir_lock
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -245,17 +246,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
   Raises ``configuration.ConfigError`` before anything is built for a config that cannot make a run,
   ``preemption.RunInterrupted`` after saving on SIGTERM or Ctrl-C, ``NonFiniteError`` on a NaN or infinity,
   ``checkpoint.ConfigMismatchError`` if the checkpoint was made with a config that may not change, and
-  ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read.
+  ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read, and
+  ``workdir_lock.WorkdirLocked`` if another live trainer holds the work directory (naming it).
   """
   workdir = paths.workdir_path(workdir)
   mesh = train_lib.make_mesh(config.num_devices)
   configuration.validate(config, num_devices=mesh.size)
   models = build_models(config)
-  replicated = train_lib.replicated(mesh)
-  data_sharding = train_lib.iteration_data_sharding(mesh)
-  abstract_state = _abstract_state(config, models, replicated)
+  abstract_state = _abstract_state(config, models, train_lib.replicated(mesh))
   checkpoint.check_workdir(workdir, checkpoint_bytes=checkpoint.state_bytes(abstract_state),
                            keep_checkpoints=config.checkpoint.keep)
+  with _locked(workdir, config.checkpoint.lock_stale_seconds):
+    return _train(config, workdir, models, mesh, abstract_state)
+
+
+@contextlib.contextmanager
+def _locked(workdir: epath.Path, stale_after_seconds: float) -> Iterator[None]:
+  """Holds the work directory's lock for the run: process 0 takes it, and every process learns whether it did."""
+  lock = workdir_lock.WorkdirLock(workdir, stale_after_seconds=stale_after_seconds)
+  refusal = ""
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (workdir_lock.WorkdirLocked, OSError) as error:  # OSError: cannot write the lock; the others must hear
+      refusal = str(error)
+  if jax.process_count() > 1:
+    refused = multihost_utils.broadcast_one_to_all(np.int32(bool(refusal)))
+    if refused and not refusal:
+      refusal = f"process 0 found {workdir} in use by another trainer (its log names it)"
+  if refusal:
+    raise workdir_lock.WorkdirLocked(refusal)
+  try:
+    yield
+  finally:
+    lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Models, mesh: jax.sharding.Mesh,
+           abstract_state: train_lib.TrainState) -> Run:
+  replicated = train_lib.replicated(mesh)
+  data_sharding = train_lib.iteration_data_sharding(mesh)
   image_batches = None
   if config.kind != "toy":
     image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
