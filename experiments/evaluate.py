@@ -24,7 +24,7 @@ import json
 import pathlib
 import time
 
-from wgan_gp_jax import host
+from wgan_gp_jax import host, paths
 
 # Before JAX starts: Inception batches run side by side, one per core, without page faults (BENCHMARKS.md).
 host.keep_freed_memory()
@@ -76,7 +76,7 @@ def _print_table(results: dict) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir = pathlib.Path(_WORKDIR.value)
+  workdir = paths.workdir_path(_WORKDIR.value)  # a local folder or a bucket (gs://...)
   metrics = _METRICS.value or ["fid", "kid", "pr", "swd"]
   unknown = sorted(set(metrics) - set(evaluation.IMAGE_METRICS))
   if unknown:
@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
   output = workdir / ("evaluation.json" if _STEP.value is None else f"evaluation_step_{_STEP.value}.json")
-  output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+  paths.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   _print_table(results)
   print(f"wrote {output}")
 
