@@ -69,6 +69,12 @@ def _logged_steps(workdir: pathlib.Path) -> list[int]:
   return [json.loads(line)["step"] for line in lines]
 
 
+def _resumed_from(stderr: str) -> int | None:
+  """The step a training process said it resumed from, None if it started afresh (or never got that far)."""
+  found = re.search(r"resuming from the checkpoint at generator step (\d+)", stderr)
+  return int(found.group(1)) if found else None
+
+
 def test_image_run_stopped_halfway_and_resumed_is_bit_identical(image_reference, face_folder, data_dir, tmp_path):
   # The learning rate is constant (the image configs' default), so 15 steps then 30 follow the 30-step schedule.
   experiment.train_and_evaluate(image_config(face_folder, data_dir, num_steps=15), tmp_path)
@@ -110,24 +116,32 @@ def test_checkpoints_of_the_per_process_data_format_resume_on_their_process_coun
   assert (legacy_copy / "checkpoints" / "15").is_dir(), "the checkpoint is left as it is"
 
 
-def test_sigterm_saves_at_the_next_step_and_the_restart_continues_bit_identically(
-    image_reference, face_folder, data_dir, compilation_cache, tmp_path):
-  command = train_command(IMAGE_CONFIG_FILE, tmp_path, image_overrides(face_folder, data_dir))
-  env = subprocess_env(compilation_cache)
+def _stop_with_sigterm_and_restart(command: list[str], env: dict, workdir: pathlib.Path, *,
+                                   after_logged_lines: int) -> tuple[int, str]:
+  """Starts the run, sends SIGTERM once it has logged so many lines, checks that it saved a whole checkpoint and
+  stopped, then runs the command again to the end and checks that it resumed from that checkpoint. Returns the step
+  it stopped at and the stopped process's stderr."""
   process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-  _wait_for(lambda: len(_logged_steps(tmp_path)) >= 3, process, "step 3")
+  _wait_for(lambda: len(_logged_steps(workdir)) >= after_logged_lines, process, f"{after_logged_lines} log lines")
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-  stopped_at = _logged_steps(tmp_path)[-1]
-  assert 3 <= stopped_at < 30
-  assert (f"stopped by SIGTERM after generator step {stopped_at}, whose checkpoint is saved in"
-          f" {tmp_path / 'checkpoints'}: run the same command to continue") in stderr
-  assert _checkpoint_steps(tmp_path)[-1] == stopped_at and not _unfinished_saves(tmp_path)
-
+  stopped_at = _checkpoint_steps(workdir)[-1]
+  assert not _unfinished_saves(workdir)
   finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert finished.returncode == 0, finished.stderr[-3000:]
   assert _resumed_from(finished.stderr) == stopped_at
+  return stopped_at, stderr
+
+
+def test_sigterm_saves_at_the_next_step_and_the_restart_continues_bit_identically(
+    image_reference, face_folder, data_dir, compilation_cache, tmp_path):
+  command = train_command(IMAGE_CONFIG_FILE, tmp_path, image_overrides(face_folder, data_dir))
+  stopped_at, stderr = _stop_with_sigterm_and_restart(command, subprocess_env(compilation_cache), tmp_path,
+                                                      after_logged_lines=3)
+  assert 3 <= stopped_at < 30
+  assert (f"stopped by SIGTERM after generator step {stopped_at}, whose checkpoint is saved in"
+          f" {tmp_path / 'checkpoints'}: run the same command to continue") in stderr
   assert_same_run(tmp_path, *image_reference)
 
 
@@ -167,12 +181,6 @@ def test_ctrl_c_saves_at_the_next_step_a_second_one_stops_at_once(toy_reference,
   interrupt_at = {}
   experiment.train_and_evaluate(toy_config(), tmp_path)
   assert_same_run(tmp_path, *toy_reference)
-
-
-def _resumed_from(stderr: str) -> int | None:
-  """The step a training process said it resumed from, None if it started afresh (or never got that far)."""
-  found = re.search(r"resuming from the checkpoint at generator step (\d+)", stderr)
-  return int(found.group(1)) if found else None
 
 
 def test_run_killed_at_random_moments_resumes_bit_identically(toy_reference, compilation_cache, tmp_path_factory):
@@ -231,17 +239,9 @@ def test_toy_run_stopped_by_sigterm_in_a_subprocess_resumes_bit_identically(toy_
   # Needs no shared images: a new process's exact resume is checked on every clone. Slow commits (each save waits for
   # the last) keep the run going for a few seconds, so that the signal lands mid-run.
   command = train_command(TOY_CONFIG_FILE, tmp_path, TOY_OVERRIDES, slow_commits=True)
-  env = subprocess_env(compilation_cache)
-  process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-  _wait_for(lambda: len(_logged_steps(tmp_path)) >= 2, process, "step 10")
-  process.send_signal(signal.SIGTERM)
-  _, stderr = process.communicate(timeout=300)
-  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-  stopped_at = _checkpoint_steps(tmp_path)[-1]
+  stopped_at, _ = _stop_with_sigterm_and_restart(command, subprocess_env(compilation_cache), tmp_path,
+                                                 after_logged_lines=2)
   assert 10 <= stopped_at < TOY_OVERRIDES["num_steps"]
-  finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert finished.returncode == 0, finished.stderr[-3000:]
-  assert _resumed_from(finished.stderr) == stopped_at
   assert_same_run(tmp_path, *toy_reference)
 
 
