@@ -3,11 +3,12 @@ best, its cost bounded. A stand-in Inception whose FID follows a script keeps it
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
-from checkpoint_testing import image_config, metrics_without_time
+from checkpoint_testing import assert_same_state, image_config, metrics_without_time
 from wgan_gp_jax import configuration, experiment, periodic_eval
 
 _DIMS = 4
@@ -63,6 +64,17 @@ def test_fid_is_logged_with_n_the_best_checkpoint_kept_and_a_resume_does_not_eva
   assert sorted(p.name for p in (tmp_path / "run" / periodic_eval.BEST_DIRNAME).iterdir()) == ["4", "best.json"]
   best = experiment.load_run(tmp_path / "run", best=True)
   assert int(best.state.step) == 4 and int(experiment.load_run(tmp_path / "run").state.step) == 6
+
+  # Killed after the best checkpoint at step 4 was saved but before the checkpoint at 6: the restart from 3 finds
+  # step 4 best again, keeps the checkpoint already there, and ends as the uninterrupted run did.
+  killed = tmp_path / "killed"
+  shutil.copytree(tmp_path / "run", killed)
+  shutil.rmtree(killed / "checkpoints" / "6")
+  monkeypatch.setattr(periodic_eval, "load_fid_model", ScriptedFID([1.0, 2.0]))
+  resumed = experiment.train_and_evaluate(_config(face_folder, data_dir), killed)
+  assert _fids(killed) == fids and periodic_eval.best_state_record(killed) == periodic_eval.best_state_record(
+      tmp_path / "run")
+  assert_same_state(resumed.state, experiment.load_run(tmp_path / "run").state)
 
   # Continued to step 10: steps 8 and 10 are evaluated, 6 is not again; 8 is worse than the best, 10 better.
   scripted = ScriptedFID([5.0, 0.5])

@@ -233,10 +233,15 @@ def _write_pictures(run: Run, workdir: epath.Path, step: int) -> tuple[str, np.n
 
 def _save_best(workdir: epath.Path, step: int, state: train_lib.TrainState, config: ml_collections.ConfigDict,
                fid: periodic_eval.PeriodicFID, value: float) -> None:
-  """Replaces the best checkpoint with this step's, and records it once complete."""
+  """Replaces the best checkpoint with this step's, and records it once complete.
+
+  A start of the run that was killed after saving this step's best checkpoint left it there already: every step's
+  state is a function of the run, so that checkpoint is this state, and is kept as it is.
+  """
   with checkpoint.Checkpoints(workdir, keep=1, directory_name=periodic_eval.BEST_DIRNAME) as best:
-    best.save(step, state, config)
-    best.wait_until_finished()
+    if step not in best.steps():
+      best.save(step, state, config)
+      best.wait_until_finished()
   fid.record_best(step, value)
 
 
