@@ -57,14 +57,6 @@ def _config_overrides(argv: list[str]) -> list[str]:
   return [arg for arg in argv if arg.startswith("--config.")]
 
 
-def objective_settings(name: str, *, paper_optimizers: bool) -> dict[str, object]:
-  """The config settings that select objective ``name`` (and its paper's optimizer)."""
-  settings = {"objective.name": name}
-  if paper_optimizers:
-    settings.update(objectives.RECOMMENDED_OPTIMIZERS.get(name, {}))
-  return settings
-
-
 def load_variants(path: str, config: ml_collections.ConfigDict) -> dict[str, dict[str, object]]:
   """``get_variants()`` of the file at ``path``, each checked against ``config``'s keys; exits with one line if not."""
   if not os.path.isfile(path):
@@ -186,7 +178,7 @@ def main(argv: list[str]) -> None:
     unknown = [name for name in _OBJECTIVES.value if name not in objectives.OBJECTIVES]
     if unknown:
       cli.fail("--objectives: " + unknown_name_message("objective", unknown[0], objectives.OBJECTIVES))
-    variants = {name: objective_settings(name, paper_optimizers=_PAPER_OPTIMIZERS.value)
+    variants = {name: objectives.objective_settings(name, paper_optimizer=_PAPER_OPTIMIZERS.value)
                 for name in _OBJECTIVES.value}
     label, settings_label = "objective", "optimizer"
   workdir = pathlib.Path(_WORKDIR.value).absolute()

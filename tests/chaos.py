@@ -6,9 +6,10 @@ it finishes, must end bit-identical to the uninterrupted run with no unreadable 
 Each trial starts the run in a fresh work directory; at a random moment of a random kind, a random process of it
 receives SIGKILL or SIGTERM (chosen at random):
 
-  step        some steps after one the process logged;
-  save        while an asynchronous save of the process is being committed (commits are slowed by half a second);
-  evaluation  while the process computes an FID (a stand-in Inception that takes half a second);
+  step        a moment after a step of the run drawn uniformly from what is left of it;
+  save        after that step, while an asynchronous save of the process is being committed (commits are slowed by
+              half a second);
+  evaluation  after that step, while the process computes an FID (a stand-in Inception that takes half a second);
 
 then the run is restarted, and interrupted again with probability 1/2, until it finishes. With ``--processes 2``
 the run is 2 processes x 4 devices (``jax.distributed`` on localhost) and the uninterrupted run is too; when one
@@ -152,20 +153,30 @@ def _wait(condition, processes: list[subprocess.Popen], timeout: float = 300) ->
   return True
 
 
-def _moment_reached(kind: str, workdir: pathlib.Path, processes: list[subprocess.Popen], rng: random.Random) -> bool:
-  """Waits for a moment of ``kind`` made by these processes; False if the run finished first."""
-  if kind == "step":
-    done = max(_logged_steps(workdir), default=0)
-    reached = _wait(lambda: max(_logged_steps(workdir), default=0) > done, processes)
-    time.sleep(rng.uniform(0, 0.3))
-    return reached
+def _moment_reached(kind: str, workdir: pathlib.Path, processes: list[subprocess.Popen], rng: random.Random,
+                    num_steps: int) -> bool:
+  """Waits for a moment of ``kind``, made by these processes, at a random point of the rest of the run; False if
+  the run finished first."""
+  resumes_from = max(_checkpoint_steps(workdir), default=0)
+  if resumes_from + 1 >= num_steps:
+    return False
+  # The kind's moment comes once this process has logged this step (one it computed, past its checkpoint).
+  target = rng.randrange(resumes_from + 1, num_steps)
+  before = _unfinished_saves(workdir)
+  # Lines a killed predecessor logged past the checkpoint are not this process's: wait until it has dropped them.
+  if not _wait(lambda: max(_logged_steps(workdir), default=0) <= resumes_from, processes):
+    return False
+  if not _wait(lambda: max(_logged_steps(workdir), default=0) >= target, processes):
+    return False
   if kind == "save":
-    before = _unfinished_saves(workdir)
-    return _wait(lambda: bool(_unfinished_saves(workdir) - before), processes) and not time.sleep(
-        rng.uniform(0, 0.4))
-  pids = {str(p.pid) for p in processes}
-  return _wait(lambda: any(m.suffix[1:] in pids for m in workdir.glob(f"{EVALUATION_MARKER}.*")), processes) and (
-      not time.sleep(rng.uniform(0, 0.4)))
+    reached = _wait(lambda: bool(_unfinished_saves(workdir) - before), processes)
+  elif kind == "evaluation":
+    pids = {str(p.pid) for p in processes}
+    reached = _wait(lambda: any(m.suffix[1:] in pids for m in workdir.glob(f"{EVALUATION_MARKER}.*")), processes)
+  else:
+    reached = True
+  time.sleep(rng.uniform(0, 0.3))
+  return reached
 
 
 def _interrupt(processes: list[subprocess.Popen], victim: int, signal_name: str) -> None:
@@ -187,7 +198,8 @@ def _resumed_steps(log_dir: pathlib.Path) -> list[int | None]:
 
   steps = []
   for log in sorted(log_dir.glob("process0-*.log"), key=lambda p: int(p.stem.split("-")[1])):
-    found = re.search(r"resuming from the checkpoint at generator step (\d+)", log.read_text())
+    # "resuming from the checkpoint at generator step N", or, stopped at the last step, "the checkpoint is at ..."
+    found = re.search(r"(?:resuming from the checkpoint|the checkpoint is) at generator step (\d+)", log.read_text())
     steps.append(int(found.group(1)) if found else None)
   return steps
 
@@ -224,8 +236,9 @@ def _outcome(workdir: pathlib.Path, reference: pathlib.Path) -> list[str]:
 
 
 def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.Path, root: pathlib.Path,
-               kinds: tuple[str, ...] = KINDS, max_restarts: int = 8) -> dict:
-  """Runs the trials in ``root``; the report (a dict)."""
+               kinds: tuple[str, ...] = KINDS, max_restarts: int = 8, again_probability: float = 0.5) -> dict:
+  """Runs the trials in ``root``; the report (a dict). Each restart is interrupted again with ``again_probability``,
+  at most ``max_restarts`` times."""
   rng = random.Random(seed)
   cache = root / "compilation_cache"
   data_dir = root / "tfds"
@@ -252,10 +265,11 @@ def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.P
     interruptions, statuses = [], []
     for attempt in range(max_restarts + 1):
       started = _start(workdir, settings, processes, cache, log_dir)
-      interrupt = attempt == 0 or (attempt < max_restarts and rng.random() < 0.5)
+      interrupt = attempt == 0 or (attempt < max_restarts and rng.random() < again_probability)
       if interrupt:
         kind, signal_name, victim = rng.choice(kinds), rng.choice(sorted(SIGNALS)), rng.randrange(processes)
-        if _moment_reached(kind, workdir, started, rng) and all(p.poll() is None for p in started):
+        if (_moment_reached(kind, workdir, started, rng, settings["num_steps"])
+            and all(p.poll() is None for p in started)):
           interruptions.append({"attempt": attempt, "kind": kind, "signal": signal_name, "process": victim,
                                 "logged_step": max(_logged_steps(workdir), default=0),
                                 "checkpoints": _checkpoint_steps(workdir)})

@@ -181,6 +181,14 @@ RECOMMENDED_OPTIMIZERS: Mapping[str, Mapping[str, object]] = {
 }
 
 
+def objective_settings(name: str, *, paper_optimizer: bool = True) -> dict[str, object]:
+  """The config settings (dotted keys) that select objective ``name``, with its paper's optimizer where it has one."""
+  settings: dict[str, object] = {"objective.name": name}
+  if paper_optimizer:
+    settings.update(RECOMMENDED_OPTIMIZERS.get(name, {}))
+  return settings
+
+
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
   """The objective ``config.name`` with the hyperparameters of the ``objective`` config group ``config``."""
   if config.name not in OBJECTIVES:
