@@ -102,7 +102,9 @@ class _NonFiniteWatch:
   def note(self, metrics: train_lib.Metrics, state: train_lib.TrainState) -> None:
     if self._first_step is None:
       self._names = [*sorted(metrics), STATE_QUANTITY]
-      self._first_step = jax.device_put(np.zeros(len(self._names), np.int32), self._sharding)
+      # Made on the devices: device_put of a host array checks across processes that it is the same everywhere
+      # (a collective at every start, once seen to hang in a 2-process CPU run).
+      self._first_step = jax.jit(lambda: jnp.zeros(len(self._names), jnp.int32), out_shardings=self._sharding)()
     self._first_step = self._note(self._first_step, metrics, state)
 
   def check(self, last_checkpoint: int | None) -> None:
