@@ -20,12 +20,19 @@ memory footprint, the FLOPs XLA counts in each program (for the iteration
 and the GFLOP/s they imply as a fraction of the float32 matmul peak measured in
 the same run.
 
-``--compare torch`` loads the same weights into ``benchmarks.torch_dcgan``,
-checks that both compute the same losses, then times PyTorch (eager,
-channels_last) on all its threads and on one thread, in rounds interleaved with
-JAX's so that all see the same machine load, and prints the speed ratio to the
-faster PyTorch setting (on a loaded machine one thread can beat two). ``--json FILE`` writes everything, with
-the machine, versions and load averages.
+``--compare torch`` loads the same weights into ``benchmarks.torch_dcgan`` (the
+fastest formulation of the same function in PyTorch), checks that both compute
+the same losses, then times every PyTorch variant: eager and ``torch.compile``d
+(``--torch_compile``; the critic's forward, double backward and parameter
+gradients as one graph), each on all its threads and on one thread. The compiled
+variants are first checked against eager on the same inputs (which also
+compiles them, outside the timings); a step that does not compile runs eagerly
+and the table and JSON say so (``torch_compile_outcome``). All are timed in
+rounds interleaved with JAX's so that all see the same machine load, and the
+speed ratio is quoted against the fastest PyTorch variant of each step (on a
+loaded machine one thread can beat two). ``--json FILE`` writes everything, with
+the machine, versions and load averages. Without PyTorch, ``--compare torch``
+exits with one line that says what to install.
 """
 
 import json
@@ -57,9 +64,22 @@ _JSON = flags.DEFINE_string("json", None, "Write the figures to this JSON file."
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed critic and generator steps per framework.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed full iterations per framework.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Blocks the timed calls are split into, alternating frameworks.")
+_TORCH_COMPILE = flags.DEFINE_boolean("torch_compile", True, "With --compare torch, also time the torch.compile"
+                                      " variants (compiling them takes a minute or more).")
 flags.mark_flags_as_required(["config"])
 
 STEP_KINDS = ("critic", "generator", "iteration")
+TORCH_MISSING = "--compare torch needs PyTorch: pip install -r requirements-torch.txt"
+
+
+def import_torch_reference():
+  """``(torch, benchmarks.torch_dcgan)``; without PyTorch, exits with one line naming the file to install from."""
+  try:
+    import torch  # optional dependency
+  except ImportError:
+    raise SystemExit(TORCH_MISSING) from None
+  from benchmarks import torch_dcgan
+  return torch, torch_dcgan
 
 
 def _call_times(fn: Callable[[], Any], calls: int) -> list[float]:
@@ -147,11 +167,13 @@ class JaxSteps:
 
 
 class TorchSteps:
-  """``benchmarks.torch_dcgan`` with the JAX state's weights, on the same data, on ``threads`` threads."""
+  """``benchmarks.torch_dcgan`` with the JAX state's weights, on the same data, on ``threads`` threads.
 
-  def __init__(self, config, jax_steps: JaxSteps, threads: int):
-    import torch  # optional dependency
-    from benchmarks import torch_dcgan
+  ``compiled``: the steps under ``torch.compile`` (``WGANGP``'s ``compiled=True``) rather than eager.
+  """
+
+  def __init__(self, config, jax_steps: JaxSteps, threads: int, compiled: bool = False):
+    torch, torch_dcgan = import_torch_reference()
 
     optimizer = {key: config.critic[key] for key in ("name", "learning_rate", "b1", "b2", "linear_decay")}
     if (config.model.name != "dcgan" or config.model.layer_norm or config.objective.name != "wgan_gp"
@@ -170,27 +192,62 @@ class TorchSteps:
     self.real = [torch_dcgan.to_torch_images(batch) for batch in np.asarray(jax_steps.real)]
     self.batch_size = config.batch_size
     self.threads = threads
+    self.compiled = compiled
     self._torch = torch
 
-  def with_threads(self, threads: int) -> "TorchSteps":
-    """The same model and data, run on another number of threads."""
+  def variant(self, threads: int, compiled: bool) -> "TorchSteps":
+    """The same model and data, run on another number of threads, eager or compiled."""
     other = object.__new__(TorchSteps)
-    other.__dict__.update(self.__dict__, threads=threads)
+    other.__dict__.update(self.__dict__, threads=threads, compiled=compiled)
     return other
+
+  def describe(self) -> dict[str, Any]:
+    return {"compiled": self.compiled, "threads": self.threads}
 
   def run(self, name: str) -> None:
     self._torch.set_num_threads(self.threads)
     if name == "critic":
-      self.model.critic_update(self.real[0])
+      self.model.critic_update(self.real[0], compiled=self.compiled)
     elif name == "generator":
-      self.model.generator_update(self.batch_size)
+      self.model.generator_update(self.batch_size, compiled=self.compiled)
     else:
-      self.model.iteration(self.real)
+      self.model.iteration(self.real, compiled=self.compiled)
+
+  def compile_and_compare(self) -> dict[str, Any]:
+    """Compiles this variant's two gradient functions (their first calls) and compares them with eager.
+
+    Same weights and inputs; the generator's batch-norm statistics are put back
+    between the calls. Returns, per step, the seconds of the first compiled call,
+    how it ran (``compiled`` or why it fell back to eager) and the largest
+    relative difference over the loss and the gradients.
+    """
+    torch = self._torch
+    torch.set_num_threads(self.threads)
+    model = self.model
+    generator = torch.Generator().manual_seed(5)
+    z = torch.randn(self.batch_size, model.latent_dim, generator=generator)
+    t = torch.rand(self.batch_size, 1, 1, 1, generator=generator)
+    inputs = {"critic": (self.real[0], z, t), "generator": (z,)}
+    report = {}
+    for name, args in inputs.items():
+      buffers = {key: value.clone() for key, value in model.generator.state_dict().items()}
+      eager_loss, eager_grads = model.gradient_function(name, compiled=False)(*args)
+      model.generator.load_state_dict(buffers)
+      start = time.perf_counter()
+      compiled_fn = model.gradient_function(name, compiled=True)
+      loss, grads = compiled_fn(*args)
+      seconds = time.perf_counter() - start
+      model.generator.load_state_dict(buffers)
+      difference = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+                       for a, b in zip((loss, *grads), (eager_loss, *eager_grads)))
+      report[name] = {"first_call_seconds": seconds, "outcome": compiled_fn.outcome,
+                      "max_relative_difference_from_eager": difference}
+    return report
 
 
 def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: TorchSteps) -> dict[str, float]:
-  """Critic loss, penalty and generator loss of both implementations from the same weights and inputs."""
-  import torch
+  """Critic loss, penalty and generator loss of both implementations (PyTorch eager), same weights and inputs."""
+  torch, _ = import_torch_reference()
 
   state = jax_steps.state
   real = jax_steps.real[0]
@@ -239,6 +296,8 @@ def _machine() -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _COMPARE.value == "torch":
+    import_torch_reference()  # before anything slow: without PyTorch, one line and exit
   config = _CONFIG.value
   models = build_models(config)
   batch_size, n_critic = config.batch_size, config.n_critic
@@ -253,17 +312,38 @@ def main(argv):
   results["jax_max_rss_bytes_after_compile"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   frameworks = {"jax": jax_steps}
   if _COMPARE.value == "torch":
-    import torch
+    torch, _ = import_torch_reference()
 
     print("same weights, same inputs:")
     threads = torch.get_num_threads()
     frameworks["torch"] = TorchSteps(config, jax_steps, threads)
     results["loss_relative_differences"] = check_same_losses(config, models, jax_steps, frameworks["torch"])
+    # On a loaded machine OpenMP's static split waits for its slowest thread, and PyTorch on one
+    # thread can beat PyTorch on all: every variant runs on both, and the comparison is with the fastest.
+    thread_settings = [("", threads)] + ([("_1thread", 1)] if threads > 1 else [])
     if threads > 1:
-      # On a loaded machine OpenMP's static split waits for its slowest thread, and PyTorch on one
-      # thread can beat PyTorch on all: the comparison is with the faster of the two.
-      frameworks["torch_1thread"] = frameworks["torch"].with_threads(1)
+      frameworks["torch_1thread"] = frameworks["torch"].variant(1, compiled=False)
+    if _TORCH_COMPILE.value:
+      results["torch_compile"] = {}
+      for suffix, variant_threads in thread_settings:
+        name = f"torch_compiled{suffix}"
+        print(f"{name}: compiling (torch.compile, {variant_threads} thread{'s' * (variant_threads > 1)}) and"
+              " comparing with eager:")
+        variant = frameworks["torch"].variant(variant_threads, compiled=True)
+        report = variant.compile_and_compare()
+        results["torch_compile"][name] = report
+        for step, figures in report.items():
+          print(f"  {step:10s} {figures['outcome']}, first call {figures['first_call_seconds']:.1f} s, largest"
+                f" relative difference from eager {figures['max_relative_difference_from_eager']:.1e}")
+        if all(figures["outcome"] != "compiled" for figures in report.values()):
+          print(f"  {name}: nothing compiled, not timed (it would be eager again)")
+          continue
+        if max(figures["max_relative_difference_from_eager"] for figures in report.values()) > 1e-4:
+          raise SystemExit(f"{name} disagrees with PyTorch eager on the same inputs: not comparing its speed.")
+        frameworks[name] = variant
+      results["torch_compile_outcome"] = frameworks["torch"].model.compile_outcome
     results["torch_threads"] = threads
+    results["torch_variants"] = {name: steps.describe() for name, steps in frameworks.items() if name != "jax"}
 
   times: dict[str, dict[str, list[float]]] = {framework: {kind: [] for kind in STEP_KINDS} for framework in frameworks}
   for kind in STEP_KINDS:
@@ -280,7 +360,7 @@ def main(argv):
                  matmul_peak_measurements_gflops=peaks, max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
   print(f"float32 matmul peak measured: {peak:.1f} GFLOP/s (measurements {', '.join(f'{p:.1f}' for p in peaks)})")
-  header = f"{'step':10s} {'framework':13s} {'median s':>9s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+  header = f"{'step':10s} {'framework':22s} {'median s':>9s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
   print(header)
   for kind in STEP_KINDS:
     figures = jax_steps.figures[kind]
@@ -295,13 +375,16 @@ def main(argv):
       if framework == "jax":
         results[f"{kind}_gflops"] = gflops
         results[f"{kind}_fraction_of_peak"] = gflops / peak
-      print(f"{kind:10s} {framework:13s} {seconds:9.4f} {img_per_s:8.1f} {gflops:8.1f} {gflops / peak:8.1%}")
+      print(f"{kind:10s} {framework:22s} {seconds:9.4f} {img_per_s:8.1f} {gflops:8.1f} {gflops / peak:8.1%}")
     if "torch" in frameworks:
-      torch_seconds = min(results[f"{framework}_{kind}_seconds"] for framework in frameworks if framework != "jax")
+      fastest = min((framework for framework in frameworks if framework != "jax"),
+                    key=lambda framework: results[f"{framework}_{kind}_seconds"])
+      torch_seconds = results[f"{fastest}_{kind}_seconds"]
       ratio = torch_seconds / results[f"{kind}_seconds"]
       results[f"torch_best_{kind}_img_per_s"] = images[kind] / torch_seconds
+      results[f"torch_best_{kind}_variant"] = fastest
       results[f"{kind}_speedup_over_torch"] = ratio
-      print(f"{kind:10s} jax / torch (faster thread setting) speed: {ratio:.2f}x")
+      print(f"{kind:10s} jax / fastest torch ({fastest}) speed: {ratio:.2f}x")
   for kind in STEP_KINDS:
     figures = jax_steps.figures[kind]
     results[f"{kind}_compile_seconds"] = jax_steps.compile_seconds[kind]

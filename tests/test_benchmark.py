@@ -18,9 +18,9 @@ from wgan_gp_jax.models import build_models
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _small_config(resolution: int = 16):
+def _small_config(resolution: int = 16, width: int = 8):
   return configuration.override(configuration.default_config("image"), {
-      "data.resolution": resolution, "model.width": 8, "batch_size": 4, "model.latent_dim": 16})
+      "data.resolution": resolution, "model.width": width, "batch_size": 4, "model.latent_dim": 16})
 
 
 _FAULTS_SCRIPT = """
@@ -79,46 +79,132 @@ def test_one_device_per_core_makes_single_threaded_cpu_devices_unless_a_count_is
   assert ("--xla_cpu_multi_thread_eigen=false" in flags) == (preset is None)
 
 
-def test_torch_reference_has_the_same_losses_and_gradients():
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_torch_reference_is_the_same_function_as_the_jax_models(resolution):
+  """Scores, images, losses, penalty and the critic's gradients (through the double backward) agree to f32 rounding.
+
+  The PyTorch formulation stores pixels reversed so that XLA's asymmetric 'SAME'
+  padding becomes PyTorch's symmetric ``padding=`` (``benchmarks/torch_dcgan.py``):
+  fed images in their usual order, or with the padding on the wrong side, the
+  same networks compute another function, which the last checks confirm.
+  """
   torch = pytest.importorskip("torch")
   from benchmarks import torch_dcgan
 
-  resolution = 16
-  config = _small_config(resolution)
+  config = _small_config(resolution, width=4)
+  batch, latent_dim = config.batch_size, config.model.latent_dim
   models = build_models(config)
-  state = train_lib.init_state(config, models)
-  reference = torch_dcgan.WGANGP(resolution, 3, config.model.width, config.model.latent_dim)
-  torch_dcgan.load_flax_params(reference.generator, reference.critic, state.generator_params,
-                               state.generator_batch_stats, state.critic_params)
-  real = jax.random.uniform(jax.random.key(0), (4, resolution, resolution, 3), jnp.float32, -1.0, 1.0)
-  z = jax.random.normal(jax.random.key(1), (4, config.model.latent_dim), jnp.float32)
+
+  def initial_variables(key):
+    generator_key, critic_key, noise_key = jax.random.split(key, 3)
+    generator = models.generator.init(generator_key, jnp.zeros((1, latent_dim)), train=False)
+    critic = models.critic.init(critic_key, jnp.zeros((1, resolution, resolution, 3)))
+    # Biases are initialised to zero: make them count.
+    leaves, tree = jax.tree.flatten((generator["params"], critic["params"]))
+    noisy = [leaf + 0.05 * jax.random.normal(k, leaf.shape) for leaf, k in
+             zip(leaves, jax.random.split(noise_key, len(leaves)))]
+    return (*jax.tree.unflatten(tree, noisy), generator["batch_stats"])
+
+  # Jitted at -O0: flax's eager initialisation dispatches op by op and takes far longer.
+  generator_params, critic_params, batch_stats = jax.jit(initial_variables).lower(jax.random.key(7)).compile(
+      compiler_options={"xla_backend_optimization_level": 0})(jax.random.key(7))
+  reference = torch_dcgan.WGANGP(resolution, 3, config.model.width, latent_dim)
+  torch_dcgan.load_flax_params(reference.generator, reference.critic, generator_params, batch_stats, critic_params)
+  real = jax.random.uniform(jax.random.key(0), (batch, resolution, resolution, 3), jnp.float32, -1.0, 1.0)
+  z = jax.random.normal(jax.random.key(1), (batch, latent_dim), jnp.float32)
   key = jax.random.key(2)
-  t = jax.random.uniform(key, (4, 1, 1, 1), jnp.float32)  # random_interpolates' coefficients
+  t = jax.random.uniform(key, (batch, 1, 1, 1), jnp.float32)  # random_interpolates' coefficients
 
-  def jax_side(state):
-    fake, _ = train_lib.generate(models, state.generator_params, state.generator_batch_stats, z, train=True)
-    critic_loss = lambda params: losses.wgan_gp_critic_loss(train_lib.critic_fn(models, params), real, fake, key)[0]
-    loss, grads = jax.value_and_grad(critic_loss)(state.critic_params)
-    scores = models.critic.apply({"params": state.critic_params}, fake)
-    return fake, loss, grads, losses.wasserstein_generator_loss(scores)
+  def jax_side(critic_params, generator_params):
+    fake, _ = train_lib.generate(models, generator_params, batch_stats, z, train=True)
+    critic_loss = lambda params: losses.wgan_gp_critic_loss(train_lib.critic_fn(models, params), real, fake, key)
+    (loss, metrics), grads = jax.value_and_grad(critic_loss, has_aux=True)(critic_params)
+    scores = models.critic.apply({"params": critic_params}, jnp.concatenate([real, fake]))
+    return fake, scores, loss, metrics["gradient_penalty"], grads, losses.wasserstein_generator_loss(scores[batch:])
 
-  compiled = jax.jit(jax_side).lower(state).compile(compiler_options={"xla_backend_optimization_level": 0})
-  fake, loss, grads, generator_loss = compiled(state)
-  torch_fake = reference.generator(torch.from_numpy(np.array(z)))
-  np.testing.assert_allclose(torch_fake.detach().permute(0, 2, 3, 1).numpy(), np.asarray(fake), atol=1e-5)
-  torch_loss, _ = reference.critic_loss(torch_dcgan.to_torch_images(real), torch_fake.detach(),
-                                        torch.from_numpy(np.array(t)))
-  torch_loss.backward()
+  compiled = jax.jit(jax_side).lower(critic_params, generator_params).compile(
+      compiler_options={"xla_backend_optimization_level": 0})
+  fake, scores, loss, penalty, grads, generator_loss = compiled(critic_params, generator_params)
+
+  torch_z = torch.from_numpy(np.array(z))
+  torch_real = torch_dcgan.to_torch_images(real)
+  torch_fake = reference.generator(torch_z).detach()
+  np.testing.assert_allclose(torch_dcgan.from_torch_images(torch_fake), np.asarray(fake), rtol=1e-5, atol=1e-6)
+  torch_scores = reference.critic(torch.cat([torch_real, torch_fake])).detach().numpy()
+  np.testing.assert_allclose(torch_scores, np.asarray(scores), rtol=1e-5, atol=1e-6)
+  torch_loss, torch_metrics = reference.critic_loss(torch_real, torch_fake, torch.from_numpy(np.array(t)))
   np.testing.assert_allclose(float(torch_loss.detach()), float(loss), rtol=1e-5)
-  # Critic gradients (through the penalty's double backward), in flax's layouts.
-  for i, conv in enumerate(reference.critic.convs):
-    np.testing.assert_allclose(conv.weight.grad.permute(2, 3, 1, 0).numpy(), grads[f"Conv_{i}"]["kernel"],
-                               rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(reference.critic.dense.weight.grad.numpy().T, grads["Dense_0"]["kernel"],
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(float(torch_metrics["gradient_penalty"]), float(penalty), rtol=1e-5)
+  torch_loss.backward()
+  torch_grads = torch_dcgan.critic_grads_as_flax(reference.critic)
+  assert set(torch_grads) == set(grads)
+  for layer, layer_grads in grads.items():
+    for name, grad in layer_grads.items():
+      np.testing.assert_allclose(torch_grads[layer][name], np.asarray(grad), rtol=1e-4,
+                                 atol=1e-5 * float(np.abs(grad).max()), err_msg=f"{layer}/{name}")
+  # The generator step's loss, and its gradients' path (the critic's parameters get none).
+  reference.critic.zero_grad(set_to_none=True)
+  generator_loss_value, generator_grads = reference.generator_gradients(torch_z)
+  np.testing.assert_allclose(float(generator_loss_value), float(generator_loss), rtol=1e-5, atol=1e-6)
+  assert len(generator_grads) == len(list(reference.generator.parameters()))
+  assert all(parameter.grad is None for parameter in reference.critic.parameters())
 
-  np.testing.assert_allclose(float(reference.generator_loss(torch.from_numpy(np.array(z)))), float(generator_loss),
-                             rtol=1e-5, atol=1e-6)
+  # The checks can fail: images in their usual order, or the padding on the other side, change the function.
+  natural_order = torch.from_numpy(np.array(real)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  assert not np.allclose(reference.critic(natural_order).detach().numpy(), np.asarray(scores[:batch]), atol=1e-3)
+  functional = torch.nn.functional
+  with torch.no_grad():
+    x = torch_real
+    for conv in reference.critic.convs:  # padding (1, 2): right for images in their usual order, wrong here
+      x = functional.conv2d(functional.pad(x, (1, 2, 1, 2)), conv.weight, conv.bias, stride=2)
+      x = functional.leaky_relu(x, 0.2)
+    moved = reference.critic.dense(x.permute(0, 2, 3, 1).reshape(batch, -1))[:, 0].numpy()
+  assert not np.allclose(moved, np.asarray(scores[:batch]), atol=1e-3)
+
+
+def test_compiled_torch_steps_equal_eager():
+  """``torch.compile`` compiles both steps, the critic's with its double backward, and they compute what eager does."""
+  torch = pytest.importorskip("torch")
+  from benchmarks import torch_dcgan
+
+  resolution, width, batch, latent_dim = 8, 4, 2, 8
+  models = {mode: torch_dcgan.WGANGP(resolution, 3, width, latent_dim) for mode in ("eager", "compiled")}
+  models["compiled"].generator.load_state_dict(models["eager"].generator.state_dict())
+  models["compiled"].critic.load_state_dict(models["eager"].critic.state_dict())
+  real = torch_dcgan.to_torch_images(np.random.default_rng(0).uniform(-1, 1, (batch, resolution, resolution, 3)))
+  losses_by_mode = {}
+  for mode, model in models.items():
+    torch.manual_seed(0)  # the same fakes and interpolation coefficients
+    losses_by_mode[mode] = [float(model.critic_update(real, compiled=mode == "compiled")),
+                            float(model.generator_update(batch, compiled=mode == "compiled")),
+                            float(model.critic_update(real, compiled=mode == "compiled"))]
+  threads = torch.get_num_threads()
+  assert models["compiled"].compile_outcome == {f"critic_{threads}_threads": "compiled",
+                                                f"generator_{threads}_threads": "compiled"}
+  np.testing.assert_allclose(losses_by_mode["compiled"], losses_by_mode["eager"], rtol=1e-5)
+  # After two Adam steps of each network the parameters still agree.
+  for network in ("generator", "critic"):
+    eager_state = getattr(models["eager"], network).state_dict()
+    for name, value in getattr(models["compiled"], network).state_dict().items():
+      np.testing.assert_allclose(value.numpy(), eager_state[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+_WITHOUT_TORCH_SCRIPT = """
+import runpy, sys
+sys.modules["torch"] = None  # as if PyTorch were not installed
+sys.argv = ["benchmark", "--config", "experiments/configs/bench_dcgan32.py", "--compare", "torch"]
+runpy.run_module("experiments.benchmark", run_name="__main__")
+"""
+
+
+def test_compare_torch_without_torch_says_what_to_install():
+  completed = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH_SCRIPT], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=300)
+  assert completed.returncode == 1
+  assert "Traceback" not in completed.stderr
+  assert completed.stderr.strip().splitlines()[-1] == (
+      "--compare torch needs PyTorch: pip install -r requirements-torch.txt")
+  assert "requirements-torch.txt" in completed.stderr and completed.stdout == ""
 
 
 def test_benchmark_writes_its_figures(tmp_path):
@@ -143,12 +229,27 @@ def test_benchmark_writes_its_figures(tmp_path):
     assert 0 < figures[f"{kind}_fraction_of_peak"] < 10
     if with_torch:
       assert figures[f"torch_{kind}_img_per_s"] > 0
-      torch_seconds = [figures[f"{name}_{kind}_seconds"] for name in ("torch", "torch_1thread") if
-                       f"{name}_{kind}_seconds" in figures]
-      assert figures[f"{kind}_speedup_over_torch"] == pytest.approx(min(torch_seconds) / figures[f"{kind}_seconds"])
+      torch_seconds = {name: figures[f"{name}_{kind}_seconds"] for name in figures["torch_variants"]}
+      fastest = min(torch_seconds.values())
+      assert figures[f"{kind}_speedup_over_torch"] == pytest.approx(fastest / figures[f"{kind}_seconds"])
+      assert figures[f"torch_best_{kind}_variant"] == min(torch_seconds, key=torch_seconds.get)
+      assert figures[f"torch_best_{kind}_img_per_s"] == pytest.approx(images / fastest)
   # The iteration does n_critic critic steps and one generator step.
   assert figures["iteration_xla_flops"] == pytest.approx(2 * figures["critic_xla_flops"] + figures["generator_xla_flops"])
   assert figures["machine"]["versions"]["jax"] == jax.__version__
   if with_torch:
     assert max(figures["loss_relative_differences"].values()) < 1e-4
-    assert "jax / torch (faster thread setting) speed" in completed.stdout
+    assert "jax / fastest torch (" in completed.stdout
+    # Every variant, eager and compiled, on all threads and on one; the compiled ones checked against eager.
+    threads = figures["torch_threads"]
+    expected = {"torch": {"compiled": False, "threads": threads},
+                "torch_compiled": {"compiled": True, "threads": threads}}
+    if threads > 1:
+      expected.update(torch_1thread={"compiled": False, "threads": 1},
+                      torch_compiled_1thread={"compiled": True, "threads": 1})
+    assert figures["torch_variants"] == expected
+    assert set(figures["torch_compile"]) == {name for name in expected if "compiled" in name}
+    for report in figures["torch_compile"].values():
+      for step in ("critic", "generator"):
+        assert report[step]["outcome"] == "compiled"
+        assert report[step]["max_relative_difference_from_eager"] < 1e-4
