@@ -193,6 +193,21 @@ def _interrupt(processes: list[subprocess.Popen], victim: int, signal_name: str)
       process.wait()
 
 
+def _wait_job(processes: list[subprocess.Popen], grace: float = 60.0) -> list[int]:
+  """The exit statuses of one job's processes. When one fails, the others get ``grace`` seconds and are then killed,
+  as a cluster scheduler ends a job whose task died (a peer blocked in a collective would otherwise wait forever)."""
+  failed_at = None
+  while any(p.poll() is None for p in processes):
+    if failed_at is None and any(p.poll() not in (None, 0) for p in processes):
+      failed_at = time.monotonic()
+    if failed_at is not None and time.monotonic() - failed_at > grace:
+      for process in processes:
+        if process.poll() is None:
+          process.kill()
+    time.sleep(0.5)
+  return [p.wait() for p in processes]
+
+
 def _resumed_steps(log_dir: pathlib.Path) -> list[int | None]:
   import re
 
@@ -251,9 +266,8 @@ def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.P
     shutil.rmtree(reference, ignore_errors=True)
     (root / "logs" / "uninterrupted").mkdir(parents=True, exist_ok=True)
     started = _start(reference, settings, processes, cache, root / "logs" / "uninterrupted")
-    for process in started:
-      if process.wait() != 0:
-        raise RuntimeError(f"the uninterrupted run failed: see {root / 'logs' / 'uninterrupted'}")
+    if any(_wait_job(started)):
+      raise RuntimeError(f"the uninterrupted run failed: see {root / 'logs' / 'uninterrupted'}")
 
   report = {"trials": [], "processes": processes, "seed": seed, "settings": {k: str(v) for k, v in settings.items()}}
   for trial in range(trials):
@@ -276,7 +290,7 @@ def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.P
           _interrupt(started, victim, signal_name)
           statuses.append([p.returncode for p in started])
           continue
-      statuses.append([p.wait() for p in started])
+      statuses.append(_wait_job(started))
       if all(status == 0 for status in statuses[-1]):
         break
     resumed = _resumed_steps(log_dir)
