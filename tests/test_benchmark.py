@@ -214,7 +214,7 @@ def test_benchmark_writes_its_figures(tmp_path):
              "--steps=2", "--iterations=1", "--rounds=1", f"--json={out}"]
   try:
     import torch  # noqa: F401
-    command.append("--compare=torch")
+    command += ["--compare=torch", "--notorch_compile"]
     with_torch = True
   except ImportError:
     with_torch = False
@@ -240,16 +240,10 @@ def test_benchmark_writes_its_figures(tmp_path):
   if with_torch:
     assert max(figures["loss_relative_differences"].values()) < 1e-4
     assert "jax / fastest torch (" in completed.stdout
-    # Every variant, eager and compiled, on all threads and on one; the compiled ones checked against eager.
+    # Eager on all threads and on one (the compiled variants cost a minute of Inductor's C++ compilation: they are
+    # checked in test_compiled_torch_steps_equal_eager).
     threads = figures["torch_threads"]
-    expected = {"torch": {"compiled": False, "threads": threads},
-                "torch_compiled": {"compiled": True, "threads": threads}}
+    expected = {"torch": {"compiled": False, "threads": threads}}
     if threads > 1:
-      expected.update(torch_1thread={"compiled": False, "threads": 1},
-                      torch_compiled_1thread={"compiled": True, "threads": 1})
-    assert figures["torch_variants"] == expected
-    assert set(figures["torch_compile"]) == {name for name in expected if "compiled" in name}
-    for report in figures["torch_compile"].values():
-      for step in ("critic", "generator"):
-        assert report[step]["outcome"] == "compiled"
-        assert report[step]["max_relative_difference_from_eager"] < 1e-4
+      expected.update(torch_1thread={"compiled": False, "threads": 1})
+    assert figures["torch_variants"] == expected and "torch_compile" not in figures

@@ -5,12 +5,14 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.configs import common
 from wgan_gp_jax import configuration, experiment, toy_data
 from wgan_gp_jax import train as train_lib
+from wgan_gp_jax.metrics import toy
 from wgan_gp_jax.models import build_models
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -41,15 +43,25 @@ def test_state_is_one_pytree_with_everything_a_run_needs():
   assert state.key.dtype == np.uint32 and int(state.step) == 0
 
 
-def test_short_toy_run_learns(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_short_toy_run_learns_all_modes(tmp_path, dtype):
   config = tiny_toy_config(**{
       "num_steps": 500, "checkpoint.every": 500, "logging.log_every": 250, "critic.learning_rate": 2e-3,
-      "generator.learning_rate": 2e-3, "critic.linear_decay": True, "generator.linear_decay": True})
+      "generator.learning_rate": 2e-3, "critic.linear_decay": True, "generator.linear_decay": True,
+      "model.dtype": dtype})
   untrained = experiment.Run(config, build_models(config), train_lib.init_state(config, build_models(config)))
   before = _mean_distance_to_modes(untrained.sample(1000, seed=5))
   run = experiment.train_and_evaluate(config, tmp_path)
-  after = _mean_distance_to_modes(run.sample(1000, seed=5))
+  samples = run.sample(1000, seed=5)
+  after = _mean_distance_to_modes(samples)
   assert after < 0.4 * before, (before, after)
+  # Untrained: 1 or 2 modes, 0.1-0.4% of the samples within 3 std of one. Trained (seeds 0, 1, 2): 8 modes, 13-38%
+  # in bfloat16, 13% (seed 0) in float32; longer runs put more there.
+  mixture = toy_data.MIXTURES["8gaussians"]
+  coverage = toy.mode_coverage(samples, mixture.centres, mixture.std)
+  assert coverage["modes_covered"] == 8 and coverage["high_quality_fraction"] > 0.05, coverage
+  assert {leaf.dtype for leaf in jax.tree.leaves(run.state) if jnp.issubdtype(leaf.dtype, jnp.floating)} == {
+      jnp.dtype(jnp.float32)}
   assert (tmp_path / "metrics.jsonl").read_text().count("wasserstein_estimate") == 2
 
 
@@ -96,9 +108,6 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
         "toy": configuration.override(common.toy_config("25gaussians"), {"model.width": 32, "batch_size": 16, **sgd}),
         "dcgan with EMA and DiffAugment": configuration.override(image, {
             **small_image, "ema.enabled": True, "ema.half_life_kimg": 0.05, "augment.policy": "color,translation,cutout"}),
-        "resnet": configuration.override(image, {
-            "model.name": "resnet", "model.width": 8, "data.resolution": 16, "data.channels": 1, "batch_size": 8,
-            "n_critic": 2, **sgd}),
     }
     for name, config in configs.items():
       models = build_models(config)
@@ -125,7 +134,7 @@ def test_iteration_on_eight_devices_equals_one_device():
   result = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert result.stdout.count("equal on 1 and 8 devices") == 3
+  assert result.stdout.count("equal on 1 and 8 devices") == 2
   assert "losses equal on sharded inputs" in result.stdout
 
 
