@@ -299,13 +299,16 @@ def main(argv):
   if _COMPARE.value == "torch":
     import_torch_reference()  # before anything slow: without PyTorch, one line and exit
   config = _CONFIG.value
+  if _COMPARE.value == "torch" and config.model.dtype != "float32":
+    raise app.UsageError("--compare torch times the float32 models; drop --config.model.dtype")
   models = build_models(config)
   batch_size, n_critic = config.batch_size, config.n_critic
   images = {"critic": batch_size, "generator": batch_size, "iteration": (n_critic + 1) * batch_size}
   results: dict[str, Any] = {"config": config.to_dict(), "load_average_start": os.getloadavg()}
   resolution = config.data.resolution
   print(f"{config.model.name} {resolution}x{resolution} width {config.model.width}, batch {batch_size}, "
-        f"n_critic {n_critic}, on {jax.devices()[0].platform} (load average {os.getloadavg()[0]:.2f})")
+        f"n_critic {n_critic}, {config.model.dtype}, on {jax.devices()[0].platform} (load average"
+        f" {os.getloadavg()[0]:.2f})")
 
   peaks = [matmul_peak_gflops()]
   jax_steps = JaxSteps(config, models)

@@ -58,6 +58,8 @@ def test_validate_refuses_a_key_added_to_a_group():
     ({"augment.policy": "color,rotation"}, "rotation"),
     ({"objective.clip": -0.01}, "objective.clip must be positive"),
     ({"data.resolution": 48}, "resolution must be 4 * 2^k"),
+    ({"model.dtype": "float16"}, "unknown model.dtype 'float16'"),
+    ({"model.param_dtype": "bfloat16"}, "model.param_dtype='bfloat16' is not supported"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_key(overrides, message):
   config = configuration.override(celeba32.get_config(), overrides)
@@ -121,3 +123,16 @@ def test_checkpoints_of_flat_configs_are_refused_and_kept(tmp_path):
                        " groups.*git checkout 53f4924"):
       load()
   assert (tmp_path / "checkpoints" / "5").is_dir() and not (tmp_path / checkpoint.UNREADABLE_DIRNAME).exists()
+
+
+def test_checkpoints_made_before_model_dtype_read_as_float32(tmp_path):
+  config = configuration.override(common.toy_config("8gaussians"), {"model.width": 8, "batch_size": 8, "num_steps": 2})
+  state = jax.device_put(train_lib.init_state(config, build_models(config)), train_lib.replicated(train_lib.make_mesh(1)))
+  before_dtypes = config.to_dict()
+  del before_dtypes["model"]["dtype"], before_dtypes["model"]["param_dtype"]
+  with checkpoint.Checkpoints(tmp_path) as checkpoints:
+    checkpoints.save(0, state, ml_collections.ConfigDict(before_dtypes))
+  assert experiment.load_run(tmp_path).config.model.dtype == "float32"
+  with pytest.raises(checkpoint.ConfigMismatchError, match="model.dtype: 'float32' in the checkpoint, 'bfloat16' now"):
+    experiment.train_and_evaluate(configuration.override(config, {"model.dtype": "bfloat16"}), tmp_path)
+  assert int(experiment.train_and_evaluate(config, tmp_path).state.step) == 2

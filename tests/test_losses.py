@@ -46,6 +46,25 @@ def test_scores_of_shape_n_by_1_are_accepted():
                              rtol=1e-6)
 
 
+def test_bfloat16_scores_and_input_gradients_are_summed_in_float32():
+  # A bfloat16 critic on bfloat16 batches: bfloat16 scores and input gradients, float32 losses and penalties.
+  w = jax.random.normal(jax.random.key(0), (4, 4, 3), jnp.bfloat16)
+  critic = lambda x: jnp.sum(jnp.tanh(x * w), axis=(1, 2, 3))
+  # The same critic computed in float32, at the same interpolates.
+  in_float32 = lambda x: jnp.sum(jnp.tanh(x.astype(jnp.float32) * w.astype(jnp.float32)), axis=(1, 2, 3))
+  real, fake = (_images(jax.random.key(k), n=64, dtype=jnp.bfloat16) for k in (1, 2))
+
+  @jax.jit
+  def losses_of(real, fake):
+    return [(*losses.wgan_gp_critic_loss(fn, real, fake, jax.random.key(3), drift_weight=1e-3),
+             losses.r1_penalty(fn, real)) for fn in (critic, in_float32)]
+
+  (loss, metrics, r1), (reference_loss, reference_metrics, _) = losses_of(real, fake)
+  assert {value.dtype for value in [loss, r1, *metrics.values()]} == {jnp.dtype(jnp.float32)}
+  np.testing.assert_allclose(metrics["gradient_penalty"], reference_metrics["gradient_penalty"], rtol=2e-2)
+  np.testing.assert_allclose(loss, reference_loss, rtol=2e-2)
+
+
 def test_constant_critic_has_finite_penalty_and_finite_gradients():
   x = _images(jax.random.key(0))
 

@@ -1,10 +1,12 @@
 import flax
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgan_gp_jax import configuration
+from wgan_gp_jax import configuration, losses
+from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
@@ -79,3 +81,61 @@ def test_critics_score_each_example_on_its_own():
     jacobian = jax.jit(jax.jacobian(lambda x: critic.apply(variables, x)))(x)  # (4, 4, 16, 16, 3)
     cross = jnp.abs(jacobian.sum(axis=(2, 3, 4)) * (1 - jnp.eye(4)))
     assert float(cross.max()) == 0.0
+
+
+def _products_and_outputs(fn, *args) -> tuple[set[tuple[str, ...]], set[str]]:
+  """The operand dtypes of every matrix product and convolution ``fn`` traces to (nested jaxprs included), and the
+  dtypes of its outputs."""
+  products = set()
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+        products.add(tuple(var.aval.dtype.name for var in eqn.invars))
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if isinstance(sub, jax.extend.core.ClosedJaxpr):
+            visit(sub.jaxpr)
+          elif isinstance(sub, jax.extend.core.Jaxpr):
+            visit(sub)
+
+  closed = jax.make_jaxpr(fn)(*args)
+  visit(closed.jaxpr)
+  return products, {aval.dtype.name for aval in closed.out_avals}
+
+
+@pytest.mark.parametrize("name", ["toy_mlp", "dcgan", "resnet"])
+def test_bfloat16_models_compute_in_bfloat16_with_float32_parameters_state_and_outputs(name):
+  kind = "toy" if name == "toy_mlp" else "image"
+  image_keys = {"data.resolution": 16, "model.layer_norm": True} if kind == "image" else {}
+  config = configuration.override(configuration.default_config(kind), {
+      "model.name": name, "model.width": 8, "model.latent_dim": 16, "model.dtype": "bfloat16", **image_keys})
+  configuration.validate(config)
+  models = build_models(config)
+  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+  # Parameters, batch-norm statistics and both optimizer states.
+  assert {leaf.dtype.name for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.floating)} == {"float32"}
+  z = jnp.ones((4, models.latent_dim))
+  real = jnp.full((4,) + models.sample_shape, 0.5)
+  fake = jnp.full((4,) + models.sample_shape, -0.5)
+
+  def critic_loss(params):
+    return losses.wgan_gp_critic_loss(train_lib.critic_fn(models, params), real, fake, jax.random.key(0))[0]
+
+  def generator_loss(params, batch_stats, critic_params):
+    samples, _ = train_lib.generate(models, params, batch_stats, z, train=True)
+    return -jnp.mean(train_lib.critic_fn(models, critic_params)(samples))
+
+  # Every product of both losses' gradients (the penalty's double backward included) takes bfloat16 operands, and
+  # the gradients are float32.
+  bfloat16_products = {("bfloat16", "bfloat16")}
+  assert _products_and_outputs(jax.grad(critic_loss), state.critic_params) == (bfloat16_products, {"float32"})
+  assert _products_and_outputs(jax.grad(generator_loss), state.generator_params, state.generator_batch_stats,
+                               state.critic_params) == (bfloat16_products, {"float32"})
+  # Samples, batch-norm statistics and scores are float32; the default config computes in float32.
+  assert _products_and_outputs(lambda p, b: train_lib.generate(models, p, b, z, train=True), state.generator_params,
+                               state.generator_batch_stats)[1] == {"float32"}
+  assert _products_and_outputs(lambda p: train_lib.critic_fn(models, p)(real), state.critic_params)[1] == {"float32"}
+  float32_models = build_models(configuration.override(config, {"model.dtype": "float32"}))
+  assert _products_and_outputs(lambda p: train_lib.critic_fn(float32_models, p)(real), state.critic_params) == (
+      {("float32", "float32")}, {"float32"})

@@ -43,6 +43,9 @@ RESUMABLE_CHANGES = frozenset({
     "checkpoint.keep", "checkpoint.keep_period", "checkpoint.lock_stale_seconds", "num_devices", "data.data_dir", "evaluation.every",
     "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction",
 })
+# Keys added to the config after checkpoints were made without them, with the value that does what those checkpoints'
+# runs did: a checkpoint's config that lacks one is read as having it.
+ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32"}
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
 # ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
 LAST_FLAT_CONFIG_COMMIT = "53f4924"
@@ -111,6 +114,18 @@ def check_config_format(saved: Mapping[str, Any], *, step: int, directory: pathl
         f" (it has 'learning_rate' where this version has 'critic.learning_rate'), and this version cannot read it."
         f" It is left as it is: sample from it with the code of commit {LAST_FLAT_CONFIG_COMMIT} (git checkout"
         f" {LAST_FLAT_CONFIG_COMMIT}), or train again in a new work directory.")
+
+
+def with_added_keys(saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A checkpoint's config with every key of ``ADDED_KEYS`` that it lacks set to its value there."""
+  saved = json.loads(json.dumps(saved))
+  for key, value in ADDED_KEYS.items():
+    *groups, name = key.split(".")
+    group = saved
+    for part in groups:
+      group = group.setdefault(part, {})
+    group.setdefault(name, value)
+  return saved
 
 
 def check_can_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], *, step: int,
@@ -245,6 +260,7 @@ class Checkpoints:
         unreadable[step] = problem or "another process cannot read it"
         continue
       check_config_format(saved_config, step=step, directory=self.directory)
+      saved_config = with_added_keys(saved_config)
       if requested_config is not None:
         check_can_resume(saved_config, config_as_json(requested_config), step=step, directory=self.directory)
       saved_config = ml_collections.ConfigDict(saved_config)

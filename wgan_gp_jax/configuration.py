@@ -6,7 +6,7 @@ itself needs) and one group per part of the system, each read by one module only
 change (``--config.objective.name=wgan_clip``):
 
 ==============  ==========================================================================================
-``model``       ``wgan_gp_jax.models.build_models``: architecture, width, latent size, critic layer norm
+``model``       ``wgan_gp_jax.models.build_models``: architecture, width, latent size, critic layer norm, dtype
 ``data``        ``wgan_gp_jax.data``: the dataset, resolution, channels, crop and flips (toy: the distribution)
 ``objective``   ``wgan_gp_jax.objectives``: the critic and generator losses and their hyperparameters
 ``critic``      ``wgan_gp_jax.optimizers``: the critic's optimizer (name and hyperparameters)
@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from wgan_gp_jax import augment, objectives, optimizers
-from wgan_gp_jax.models import MODELS, dcgan
+from wgan_gp_jax.models import MODELS, compute_dtype, dcgan
 from wgan_gp_jax.names import unknown_name_message
 
 KINDS = ("toy", "image")
@@ -119,6 +119,10 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       width=64,
       latent_dim=128,
       layer_norm=False,  # critic: layer norm over C, H, W (dcgan); never batch norm
+      # Activations and products: "float32" or "bfloat16". Parameters, optimizer states, batch-norm statistics, the
+      # EMA, samples, scores, losses and penalties stay float32 (param_dtype: "float32" only; see compute_dtype).
+      dtype="float32",
+      param_dtype="float32",
   ))
   if kind == "toy":
     config.data = ml_collections.ConfigDict(dict(toy_dataset="8gaussians"))  # or "25gaussians", "swissroll"
@@ -183,6 +187,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f"batch_size={config.batch_size} must be divisible by the number of devices ({num_devices})")
     _check(config.model.name in MODELS, unknown_name_message("model.name", config.model.name, MODELS))
     _check(config.model.width > 0 and config.model.latent_dim > 0, "model.width and model.latent_dim must be positive")
+    compute_dtype(config.model)
     _check((config.kind == "toy") == (config.model.name == "toy_mlp"),
            f"model.name={config.model.name!r} does not make {config.kind} runs: toy runs use 'toy_mlp', image runs"
            " 'dcgan' or 'resnet'")

@@ -39,6 +39,13 @@ against ``lax.conv_general_dilated`` and its autodiff.
 
 Reverse mode only, to any order: forward mode (``jax.jvp``, ``jax.jacfwd``)
 through a ``custom_vjp`` raises.
+
+``conv2d`` and ``conv2d_transpose`` compute in their input's dtype (the kernel is
+cast to it), and every derivative has the dtype of the argument it is taken with
+respect to: bfloat16 activations with a float32 kernel give bfloat16 outputs and
+a float32 kernel gradient. On XLA:CPU the products of bfloat16 operands, and
+``scatter``'s additions of the contributions, accumulate in float32 and are
+rounded to bfloat16 once.
 """
 
 import dataclasses
@@ -51,6 +58,11 @@ import jax.numpy as jnp
 from jax import lax
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def _accumulation_dtype(dtype) -> jnp.dtype:
+  """What products and sums of ``dtype`` operands accumulate in: float32 for bfloat16 (and float32) operands."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,24 +170,33 @@ def _patches(x: jax.Array, geometry: Geometry) -> jax.Array:
 
 def _correlate_matmul(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
   patches = _patches(x, geometry)
-  return jnp.dot(patches, w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32).astype(x.dtype)
+  return jnp.dot(patches, w.reshape(-1, w.shape[-1]),
+                 preferred_element_type=_accumulation_dtype(x.dtype)).astype(x.dtype)
 
 
 def _weight_matmul(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
   patches = _patches(x, geometry)
   height, width = geometry.axes
-  # y^T @ patches, not patches^T @ y: the GEMM wants its contraction on the minor axis, and
-  # y (D columns) is cheaper to transpose than the patches (kh kw C columns).
-  w_t = lax.dot_general(y, patches, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
-  return w_t.T.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
+  accumulation = _accumulation_dtype(x.dtype)
+  contraction = (((0, 1, 2), (0, 1, 2)), ((), ()))
+  if x.dtype == accumulation:
+    # y^T @ patches, not patches^T @ y: the GEMM wants its contraction on the minor axis, and
+    # y (D columns) is cheaper to transpose than the patches (kh kw C columns).
+    w = lax.dot_general(y, patches, contraction, preferred_element_type=accumulation).T
+  else:
+    # patches^T @ y for bfloat16: XLA:CPU folds the transpose above into a product that its runtime cannot run
+    # ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32").
+    w = lax.dot_general(patches, y, contraction, preferred_element_type=accumulation)
+  return w.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
 
 
 def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
   height, width = geometry.axes
   n, h, wd, _ = y.shape
   channels = w.shape[2]
-  contributions = lax.dot_general(y, w, (((3,), (3,)), ((), ())), preferred_element_type=jnp.float32)
-  contributions = contributions.astype(y.dtype)  # (N, h, w, kh, kw, C)
+  accumulation = _accumulation_dtype(y.dtype)
+  # (N, h, w, kh, kw, C), added up below in the accumulation dtype and rounded to y's once at the end.
+  contributions = lax.dot_general(y, w, (((3,), (3,)), ((), ())), preferred_element_type=accumulation)
   # Tap t = s u + r of output o lands on space-to-depth cell o + u, phase r: for each phase,
   # a sum of shifted slices of the contributions; the phases then interleave (depth to space).
   uh, uw = -(-height.kernel // height.stride), -(-width.kernel // width.stride)
@@ -183,7 +204,7 @@ def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array
   for rh in range(height.stride):
     row = []
     for rw in range(width.stride):
-      total = jnp.zeros((n, h + uh - 1, wd + uw - 1, channels), y.dtype)
+      total = jnp.zeros((n, h + uh - 1, wd + uw - 1, channels), accumulation)
       for a in range(uh):
         for b in range(uw):
           th, tw = height.stride * a + rh, width.stride * b + rw
@@ -193,7 +214,7 @@ def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array
       row.append(total)
     phases.append(jnp.stack(row, axis=3))  # (N, H', W', sw, C)
   interleaved = jnp.stack(phases, axis=2)  # (N, H', sh, W', sw, C)
-  padded = interleaved.reshape(n, (h + uh - 1) * height.stride, (wd + uw - 1) * width.stride, channels)
+  padded = interleaved.reshape(n, (h + uh - 1) * height.stride, (wd + uw - 1) * width.stride, channels).astype(y.dtype)
   return lax.pad(padded, jnp.zeros((), y.dtype), [
       (0, 0, 0), (-height.low_padding, height.high_size + height.low_padding - padded.shape[1], 0),
       (-width.low_padding, width.high_size + width.low_padding - padded.shape[2], 0), (0, 0, 0)])
@@ -290,15 +311,17 @@ weight.defvjp(_weight_fwd, _weight_bwd)
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
            padding: str | Sequence[tuple[int, int]] = "SAME") -> jax.Array:
-  """``lax.conv_general_dilated(x, kernel, strides, padding)`` for NHWC inputs and HWIO kernels."""
+  """``lax.conv_general_dilated(x, kernel, strides, padding)`` for NHWC inputs and HWIO kernels, in x's dtype (the
+  kernel is cast to it; its gradient keeps the kernel's dtype)."""
   geometry = conv_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
-  return correlate(x, kernel, geometry)
+  return correlate(x, kernel.astype(x.dtype), geometry)
 
 
 def conv2d_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
                      padding: str = "SAME") -> jax.Array:
-  """``lax.conv_transpose(x, kernel, strides, padding)`` (``transpose_kernel=False``), NHWC and HWIO."""
+  """``lax.conv_transpose(x, kernel, strides, padding)`` (``transpose_kernel=False``), NHWC and HWIO, in x's dtype
+  (the kernel is cast to it; its gradient keeps the kernel's dtype)."""
   geometry = conv_transpose_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
   # lax.conv_transpose correlates with K unflipped; as the transpose of a convolution the
   # kernel is K flipped in space with its input and output channels swapped.
-  return scatter(x, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), geometry)
+  return scatter(x, jnp.flip(kernel.astype(x.dtype), (0, 1)).transpose(0, 1, 3, 2), geometry)

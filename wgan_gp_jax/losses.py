@@ -9,6 +9,10 @@ then exactly the per-example input gradient ``grad_x D(x_i)``.
 Every function works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (second
 order included) and on sharded inputs. Penalties are returned unweighted; the
 ``wgan_gp_critic_loss`` composite applies the weight.
+
+Scores and input gradients of a lower precision (a critic computing in bfloat16)
+are cast to float32 before anything is summed: losses, norms and penalties are
+float32 (or float64 where the critic's are).
 """
 
 from typing import Any, Callable
@@ -24,6 +28,10 @@ def _check_floating(x: jax.Array, name: str) -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"{name} must have a floating dtype, got {x.dtype}.")
   return x
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _check_batch(x: jax.Array, name: str) -> jax.Array:
@@ -42,8 +50,8 @@ def check_pair(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _as_scores(scores: jax.Array, name: str, batch_size: int | None = None) -> jax.Array:
-  """Returns scores of shape (N,), accepting (N,) or (N, 1)."""
-  scores = _check_floating(scores, name)
+  """Returns scores of shape (N,), accepting (N,) or (N, 1), in at least float32."""
+  scores = _at_least_float32(_check_floating(scores, name))
   if scores.ndim == 2 and scores.shape[1] == 1:
     scores = scores[:, 0]
   if scores.ndim != 1:
@@ -58,12 +66,12 @@ def critic_scores(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
 
 
 def per_example_norm(x: jax.Array) -> jax.Array:
-  """Euclidean norm of each example over every non-batch axis, shape ``(N,)``.
+  """Euclidean norm of each example over every non-batch axis, shape ``(N,)``, in at least float32.
 
   Differentiable everywhere: at an exactly zero example the value is 0 and the
   gradient 0 (a bare ``jnp.linalg.norm`` would give NaN gradients there).
   """
-  squared = jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)))
+  squared = jnp.sum(jnp.square(_at_least_float32(x)), axis=tuple(range(1, x.ndim)))
   is_zero = squared == 0
   return jnp.where(is_zero, 0.0, jnp.sqrt(jnp.where(is_zero, 1.0, squared)))
 
@@ -222,7 +230,7 @@ def wgan_gp_critic_loss(
 
 
 def _zero_centred_penalty(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
-  gradients = input_gradients(critic_fn, x)
+  gradients = _at_least_float32(input_gradients(critic_fn, x))
   return jnp.mean(jnp.sum(jnp.square(gradients), axis=tuple(range(1, x.ndim))))
 
 

@@ -4,9 +4,13 @@ Generator: linear -> 4x4 -> transposed convolutions (kernel 5, stride 2) with ba
 norm + ReLU, tanh out. Critic: strided convolutions (kernel 5, stride 2) with
 LeakyReLU(0.2), no batch norm (optional layer norm over C, H, W as in the paper's
 code), linear out.
+
+``dtype`` is what activations and products are computed in; parameters, batch-norm and layer-norm statistics,
+samples and scores are float32.
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,30 +31,32 @@ class DCGANGenerator(nn.Module):
   resolution: int = 64
   channels: int = 3
   width: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     doublings = num_resolution_doublings(self.resolution)
     features = self.width * 2 ** (doublings - 1)
-    x = nn.Dense(4 * 4 * features)(z).reshape(z.shape[0], 4, 4, features)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
     for i in range(doublings - 1):
-      x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2))(x)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    x = ConvTranspose(self.channels, (5, 5), strides=(2, 2))(x)
-    return jnp.tanh(x)
+      x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2), dtype=self.dtype)(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    x = ConvTranspose(self.channels, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
+    return jnp.tanh(x.astype(jnp.float32))
 
 
 class DCGANCritic(nn.Module):
   width: int = 64
   layer_norm: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     doublings = num_resolution_doublings(x.shape[1])
     for i in range(doublings):
-      x = Conv(self.width * 2**i, (5, 5), strides=(2, 2))(x)
+      x = Conv(self.width * 2**i, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
       if self.layer_norm and i > 0:
-        x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
+        x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    return nn.Dense(1)(x.reshape(x.shape[0], -1))[:, 0]
+    return nn.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)

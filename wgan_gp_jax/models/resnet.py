@@ -6,7 +6,12 @@ Critic, without normalisation: an optimised first residual block that halves the
 resolution, one downsampling block, two plain blocks, ReLU, global mean pool,
 linear. Upsampling is nearest-neighbour, downsampling a 2x2 mean pool, as in the
 paper's code.
+
+``dtype`` is what activations and products are computed in; parameters, batch-norm statistics, samples and scores are
+float32.
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,14 +33,15 @@ def _mean_pool(x: jax.Array) -> jax.Array:
 class GeneratorBlock(nn.Module):
   """Pre-activation residual block that doubles the resolution."""
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    shortcut = Conv(self.features, (1, 1))(_upsample(x))
-    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    y = Conv(self.features, (3, 3))(_upsample(y))
-    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
-    y = Conv(self.features, (3, 3))(y)
+    shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
+    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    y = Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
+    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(y))
+    y = Conv(self.features, (3, 3), dtype=self.dtype)(y)
     return shortcut + y
 
 
@@ -43,17 +49,18 @@ class CriticBlock(nn.Module):
   """Pre-activation residual block without normalisation; ``downsample`` halves the resolution."""
   features: int
   downsample: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.downsample:
-      shortcut = _mean_pool(Conv(self.features, (1, 1))(x))
+      shortcut = _mean_pool(Conv(self.features, (1, 1), dtype=self.dtype)(x))
     elif x.shape[-1] != self.features:
-      shortcut = Conv(self.features, (1, 1))(x)
+      shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(x)
     else:
       shortcut = x
-    y = Conv(x.shape[-1], (3, 3))(nn.relu(x))
-    y = Conv(self.features, (3, 3))(nn.relu(y))
+    y = Conv(x.shape[-1], (3, 3), dtype=self.dtype)(nn.relu(x))
+    y = Conv(self.features, (3, 3), dtype=self.dtype)(nn.relu(y))
     if self.downsample:
       y = _mean_pool(y)
     return shortcut + y
@@ -63,18 +70,20 @@ class ResNetGenerator(nn.Module):
   resolution: int = 32
   channels: int = 3
   width: int = 128
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-    x = nn.Dense(4 * 4 * self.width)(z).reshape(z.shape[0], 4, 4, self.width)
+    x = nn.Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
-      x = GeneratorBlock(self.width)(x, train)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    return jnp.tanh(Conv(self.channels, (3, 3))(x))
+      x = GeneratorBlock(self.width, dtype=self.dtype)(x, train)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    return jnp.tanh(Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
 
 
 class ResNetCritic(nn.Module):
   width: int = 128
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -82,13 +91,13 @@ class ResNetCritic(nn.Module):
     if downsamplings < 1:
       raise ValueError(f"ResNetCritic needs inputs of at least 16x16, got {x.shape[1:3]}.")
     # The optimised first block: convolutions on the raw image, then pooling.
-    shortcut = Conv(self.width, (1, 1))(_mean_pool(x))
-    y = Conv(self.width, (3, 3))(x)
-    y = _mean_pool(Conv(self.width, (3, 3))(nn.relu(y)))
+    shortcut = Conv(self.width, (1, 1), dtype=self.dtype)(_mean_pool(x))
+    y = Conv(self.width, (3, 3), dtype=self.dtype)(x)
+    y = _mean_pool(Conv(self.width, (3, 3), dtype=self.dtype)(nn.relu(y)))
     x = shortcut + y
     for _ in range(downsamplings - 1):
-      x = CriticBlock(self.width, downsample=True)(x)
-    x = CriticBlock(self.width, downsample=False)(x)
-    x = CriticBlock(self.width, downsample=False)(x)
+      x = CriticBlock(self.width, downsample=True, dtype=self.dtype)(x)
+    x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
+    x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return nn.Dense(1)(x)[:, 0]
+    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)

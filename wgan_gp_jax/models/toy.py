@@ -1,7 +1,13 @@
-"""The paper's toy MLPs (``gan_toy.py``): three hidden ReLU layers of 512, He initialisation."""
+"""The paper's toy MLPs (``gan_toy.py``): three hidden ReLU layers of 512, He initialisation.
+
+``dtype`` is what activations and products are computed in; parameters, points and scores are float32.
+"""
+
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 _he = nn.initializers.he_normal()
 
@@ -11,23 +17,25 @@ class ToyGenerator(nn.Module):
   hidden: int = 512
   num_hidden_layers: int = 3
   output_dim: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     del train  # no batch norm
     x = z
     for _ in range(self.num_hidden_layers):
-      x = nn.relu(nn.Dense(self.hidden, kernel_init=_he)(x))
-    return nn.Dense(self.output_dim)(x)
+      x = nn.relu(nn.Dense(self.hidden, kernel_init=_he, dtype=self.dtype)(x))
+    return nn.Dense(self.output_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class ToyCritic(nn.Module):
   """Maps 2-D points to one score each, shape ``(N,)``."""
   hidden: int = 512
   num_hidden_layers: int = 3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for _ in range(self.num_hidden_layers):
-      x = nn.relu(nn.Dense(self.hidden, kernel_init=_he)(x))
-    return nn.Dense(1)(x)[:, 0]
+      x = nn.relu(nn.Dense(self.hidden, kernel_init=_he, dtype=self.dtype)(x))
+    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
