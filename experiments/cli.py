@@ -78,7 +78,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
-    fail(str(error).splitlines()[0])
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    # A config file's get_config() that raised: absl puts the traceback in the message; its last line is the cause.
+    cause = f" {lines[-1]}" if len(lines) > 1 and any(line.startswith("Traceback") for line in lines) else ""
+    fail(lines[0] + cause)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -1,12 +1,8 @@
-"""CelebA 128x128 (DCGAN, five stride-2 stages) for larger accelerators."""
+"""CelebA 128x128 (DCGAN, five stride-2 stages) for larger accelerators: the celeba32 recipe that generalises, or
+the paper's setting with ``celeba128.py:paper`` (see ``celeba64.py``)."""
 
 from experiments.configs import common
 
 
-def get_config():
-  config = common.image_config(resolution=128)
-  config.data.dataset = "celeb_a"
-  config.model.width = 64
-  config.batch_size = 64
-  config.num_steps = 100_000
-  return config
+def get_config(variant: str = ""):
+  return common.celeba_config(resolution=128, variant=variant)
