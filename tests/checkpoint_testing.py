@@ -10,8 +10,6 @@ import sys
 import jax
 import ml_collections
 import numpy as np
-import pytest
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments.configs import celeba32, toy_8gaussians
 from wgan_gp_jax import configuration, experiment
@@ -40,21 +38,6 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
 
 def image_config(face_folder: pathlib.Path, data_dir: pathlib.Path, **overrides) -> ml_collections.ConfigDict:
   return configuration.override(celeba32.get_config(), {**image_overrides(face_folder, data_dir), **overrides})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory) -> pathlib.Path:
-  """Compiled programs cached on disk for the tests of a module, in its process and in the training processes it
-  starts: the same program compiles to the same executable, so this changes no result, only the time taken."""
-  directory = tmp_path_factory.mktemp("compilation_cache")
-  previous = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-  jax.config.update("jax_compilation_cache_dir", str(directory))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax_compilation_cache.reset_cache()
-  yield directory
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-  jax_compilation_cache.reset_cache()
 
 
 def subprocess_env(compilation_cache: pathlib.Path, **extra: str) -> dict[str, str]:

@@ -1,7 +1,10 @@
+import os
 import pathlib
 import shutil
 
+import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -22,3 +25,23 @@ def face_folder(shared_data, tmp_path_factory) -> pathlib.Path:
   for path in sorted((shared_data / "celeba_10k" / "images").glob("*.jpg"))[:64]:
     shutil.copy(path, folder)
   return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> pathlib.Path:
+  """Compiled programs cached on disk for the whole test session: in this process, in the other pytest-xdist workers
+  (one folder for all of them) and in the training processes that tests start with ``subprocess_env``. The same
+  program compiles to the same executable, so this changes no result, only the time taken: a test that trains what
+  another one trained loads its programs instead of compiling them again."""
+  base = tmp_path_factory.getbasetemp()
+  # Under pytest-xdist each worker's temporary folder lies in the one of the run: share the cache there.
+  directory = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compilation_cache"
+  directory.mkdir(exist_ok=True)
+  previous = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax_compilation_cache.reset_cache()
+  yield directory
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+  jax_compilation_cache.reset_cache()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from checkpoint_testing import compilation_cache, image_config  # noqa: F401 (a fixture)
+from checkpoint_testing import image_config
 from wgan_gp_jax import experiment, metric_writer, progress
 
 

@@ -13,8 +13,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, compilation_cache, image_overrides, subprocess_env,
-                                train_command)
+from checkpoint_testing import IMAGE_CONFIG_FILE, REPO_ROOT, image_overrides, subprocess_env, train_command
 from wgan_gp_jax import experiment, workdir_lock
 from wgan_gp_jax.data import prepare
 

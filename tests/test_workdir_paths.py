@@ -23,7 +23,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import _registry as fsspec_registry  # pylint: disable=protected-access
 from orbax.checkpoint._src.path import gcs_utils
 
-from checkpoint_testing import assert_same_state, compilation_cache, toy_config  # noqa: F401 (a fixture)
+from checkpoint_testing import assert_same_state, toy_config
 from wgan_gp_jax import experiment, paths
 
 BUCKET_URI = "gs://bucket/run"
