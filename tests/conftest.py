@@ -45,3 +45,11 @@ def compilation_cache(tmp_path_factory) -> pathlib.Path:
   jax.config.update("jax_compilation_cache_dir", previous[0])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
   jax_compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def command_env(compilation_cache) -> dict[str, str]:
+  """The environment of a command that a test runs (``python -m experiments.train`` and the like): the repository on
+  the path, and the session's compilation cache."""
+  return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}

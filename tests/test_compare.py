@@ -13,9 +13,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def _compare(*args: str) -> subprocess.CompletedProcess:
+def _compare(*args: str, env: dict[str, str] = _ENV) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "experiments.compare", "--config=experiments/configs/celeba32.py",
-                         *args], cwd=REPO_ROOT, env=_ENV, capture_output=True, text=True, timeout=600)
+                         *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_objective_settings_take_the_papers_optimizer():
@@ -38,7 +38,7 @@ def test_variants_with_unknown_keys_are_one_line_and_exit_2(tmp_path):
   assert missing.returncode == 2 and "--variants: no file" in missing.stderr
 
 
-def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, tmp_path):
+def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, command_env, tmp_path):
   # Each variant has its own num_steps (a shared wall-time budget); the command line's overrides apply to all.
   variants = tmp_path / "variants.py"
   clip = {"objective.name": "wgan_clip", **objectives.RECOMMENDED_OPTIMIZERS["wgan_clip"], "num_steps": 1}
@@ -48,7 +48,7 @@ def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, tm
           f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
           "--config.data.resolution=16", "--config.model.width=4", "--config.batch_size=8", "--config.n_critic=2",
           "--config.logging.figure_every=100"]
-  result = _compare(*args)
+  result = _compare(*args, env=command_env)
   assert result.returncode == 0, result.stderr[-4000:]
   summary = json.loads((workdir / "comparison.json").read_text())
   rows = {row["name"]: row for row in summary["rows"]}
@@ -66,6 +66,6 @@ def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, tm
   assert "| `clip` | objective.name=wgan_clip, critic.name=rmsprop," in table
   assert (workdir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
   # Run again: everything is done, nothing is trained or evaluated anew.
-  again = _compare(*args)
+  again = _compare(*args, env=command_env)
   assert again.returncode == 0, again.stderr[-4000:]
   assert json.loads((workdir / "comparison.json").read_text())["rows"] == summary["rows"]

@@ -1,5 +1,4 @@
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -15,8 +14,7 @@ from wgan_gp_jax import configuration, experiment
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str) -> str:
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+def _run(env: dict[str, str], *args: str) -> str:
   result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
@@ -37,19 +35,21 @@ def test_celeba64_config_trains_a_few_steps_on_cpu(face_folder, tmp_path):
   assert len(lines) == 2 and all(np.isfinite(v) for v in json.loads(lines[-1]).values())
 
 
-def test_train_sample_and_interpolate_commands_on_faces(face_folder, tmp_path):
+def test_train_sample_and_interpolate_commands_on_faces(face_folder, command_env, tmp_path):
   workdir = tmp_path / "run"
-  _run("experiments.train", "--config", "experiments/configs/celeba32.py", f"--workdir={workdir}",
+  _run(command_env, "experiments.train", "--config", "experiments/configs/celeba32.py", f"--workdir={workdir}",
        f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
        "--config.model.width=4",
        "--config.batch_size=8", "--config.n_critic=2", "--config.num_steps=3")
-  _run("experiments.sample", f"--workdir={workdir}", "--num=10", "--seed=1", f"--out={tmp_path / 'faces.npz'}")
+  _run(command_env, "experiments.sample", f"--workdir={workdir}", "--num=10", "--seed=1",
+       f"--out={tmp_path / 'faces.npz'}")
   samples = np.load(tmp_path / "faces.npz")["samples"]
   assert samples.shape == (10, 32, 32, 3) and samples.dtype == np.uint8
   np.testing.assert_array_equal(samples, experiment.load_run(workdir).sample(10, seed=1))
-  _run("experiments.sample", f"--workdir={workdir}", "--num=16", "--seed=1", f"--out={tmp_path / 'grid.png'}")
+  _run(command_env, "experiments.sample", f"--workdir={workdir}", "--num=16", "--seed=1",
+       f"--out={tmp_path / 'grid.png'}")
   assert np.asarray(Image.open(tmp_path / "grid.png")).shape == (4 * 34 + 2, 4 * 34 + 2, 3)
-  _run("experiments.interpolate", f"--workdir={workdir}", "--seed=2", "--faces=3", "--steps=5",
+  _run(command_env, "experiments.interpolate", f"--workdir={workdir}", "--seed=2", "--faces=3", "--steps=5",
        f"--out={tmp_path / 'morph.png'}")
   strip = Image.open(tmp_path / "morph.png")
   assert strip.size == ((5 * 34 + 2) * 4, (3 * 34 + 2) * 4)  # 3 rows of 5 faces, scaled to about 128 pixels

@@ -146,19 +146,18 @@ def test_iteration_checks_the_number_of_critic_batches():
     iteration(train_lib.init_state(config, models), np.zeros((4, 64, 2), np.float32))
 
 
-def test_train_and_sample_commands(tmp_path):
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+def test_train_and_sample_commands(command_env, tmp_path):
   workdir = tmp_path / "run"
   subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/toy_swissroll.py",
        f"--workdir={os.path.relpath(workdir, REPO_ROOT)}", "--config.num_steps=4", "--config.model.width=16",
        "--config.logging.figure_every=4"],
-      cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+      cwd=REPO_ROOT, env=command_env, check=True, capture_output=True, timeout=300)
   assert (workdir / "figures" / "step_000004.png").is_file()
   for out in ("s.npz", "s.png"):
     subprocess.run(
         [sys.executable, "-m", "experiments.sample", f"--workdir={workdir}", "--num=50", "--seed=3",
-         f"--out={tmp_path / out}"], cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+         f"--out={tmp_path / out}"], cwd=REPO_ROOT, env=command_env, check=True, capture_output=True, timeout=300)
   samples = np.load(tmp_path / "s.npz")["samples"]
   assert samples.shape == (50, 2) and samples.dtype == np.float32
   assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
