@@ -183,18 +183,21 @@ def test_ctrl_c_saves_at_the_next_step_a_second_one_stops_at_once(toy_reference,
   assert_same_run(tmp_path, *toy_reference)
 
 
-def test_run_killed_at_random_moments_resumes_bit_identically(toy_reference, compilation_cache, tmp_path_factory):
-  """The toy config with its linear learning-rate decay, killed four times, each time once the process being killed
-  has made something (a new step, a save in progress, a new checkpoint); saves take half a second longer than usual
-  (``train_with_slow_commits.py``) so that two of the kills land in the middle of one. Every restart must resume
-  from a checkpoint (a run that started again from step 0 would end identical too, proving nothing)."""
+def test_toy_run_killed_or_stopped_at_random_moments_resumes_bit_identically(toy_reference, compilation_cache,
+                                                                          tmp_path_factory):
+  """The toy config with its linear learning-rate decay, interrupted four times, each time once the process being
+  interrupted has made something (a new step, a save in progress, a new checkpoint): killed by SIGKILL three times,
+  two of them in the middle of a save (saves take half a second longer than usual, ``train_with_slow_commits.py``),
+  and stopped once by SIGTERM, which saves a whole checkpoint at the next step and exits. Every restart must resume
+  from a checkpoint (a run that started again from step 0 would end identical too, proving nothing). Needs no shared
+  images: a new process's exact resume is checked on every clone."""
   workdir = tmp_path_factory.mktemp("killed")
   command = train_command(TOY_CONFIG_FILE, workdir, TOY_OVERRIDES, slow_commits=True)
   env = subprocess_env(compilation_cache)
   rng = random.Random(0)
 
   def while_training(process, before):
-    """Some steps after the last checkpoint: they are lost and redone."""
+    """Some steps after the last checkpoint: they are lost and redone (or, on SIGTERM, saved at the next step)."""
     done = max(_logged_steps(workdir), default=0)
     _wait_for(lambda: any(step > done for step in _logged_steps(workdir)), process, "a new step")
     time.sleep(rng.uniform(0, 0.3))
@@ -211,38 +214,40 @@ def test_run_killed_at_random_moments_resumes_bit_identically(toy_reference, com
               before["latest"], process, "a new checkpoint")
     time.sleep(rng.uniform(0, 0.5))
 
-  resumed_from = []
+  resumed_from, stopped_at = [], None
   # The first kill comes after a complete checkpoint, so that every restart has one to resume from.
-  for kill_moment in (after_a_checkpoint, during_a_save, while_training, during_a_save):
+  for kill_moment, signal_number in ((after_a_checkpoint, signal.SIGKILL), (during_a_save, signal.SIGKILL),
+                                     (while_training, signal.SIGTERM), (during_a_save, signal.SIGKILL)):
     before = {"unfinished": set(_unfinished_saves(workdir)) if (workdir / "checkpoints").is_dir() else set(),
               "latest": max(_checkpoint_steps(workdir), default=0) if (workdir / "checkpoints").is_dir() else 0}
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
     kill_moment(process, before)
-    process.kill()
-    _, stderr = process.communicate()
-    assert process.returncode == -signal.SIGKILL
+    logged = max(_logged_steps(workdir), default=0)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=300)
     resumed_from.append(_resumed_from(stderr))
-    if kill_moment is during_a_save:
-      assert set(_unfinished_saves(workdir)) - before["unfinished"], "the kill was meant to cut a save short"
+    if signal_number == signal.SIGKILL:
+      assert process.returncode == -signal.SIGKILL
+      if kill_moment is during_a_save:
+        assert set(_unfinished_saves(workdir)) - before["unfinished"], "the kill was meant to cut a save short"
+      continue
+    # SIGTERM: a whole checkpoint at the next step, nothing half-written, and the restart resumes from it.
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    stopped_at = _checkpoint_steps(workdir)[-1]
+    assert logged <= stopped_at < TOY_OVERRIDES["num_steps"], (logged, stopped_at)
+    assert not _unfinished_saves(workdir)
+    assert (f"stopped by SIGTERM after generator step {stopped_at}, whose checkpoint is saved in"
+            f" {workdir / 'checkpoints'}: run the same command to continue") in stderr
 
   finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert finished.returncode == 0, finished.stderr[-3000:]
   resumed_from.append(_resumed_from(finished.stderr))
-  # The first process starts afresh; every later one resumes from a checkpoint, never from nothing.
+  # The first process starts afresh; every later one resumes from a checkpoint, never from nothing; the one after
+  # SIGTERM from the checkpoint it saved.
   assert resumed_from[0] is None and all(step is not None and step > 0 for step in resumed_from[1:]), resumed_from
+  assert resumed_from[3] == stopped_at, (resumed_from, stopped_at)
   assert not _unfinished_saves(workdir)
   assert_same_run(workdir, *toy_reference)
-
-
-def test_toy_run_stopped_by_sigterm_in_a_subprocess_resumes_bit_identically(toy_reference, compilation_cache,
-                                                                             tmp_path):
-  # Needs no shared images: a new process's exact resume is checked on every clone. Slow commits (each save waits for
-  # the last) keep the run going for a few seconds, so that the signal lands mid-run.
-  command = train_command(TOY_CONFIG_FILE, tmp_path, TOY_OVERRIDES, slow_commits=True)
-  stopped_at, _ = _stop_with_sigterm_and_restart(command, subprocess_env(compilation_cache), tmp_path,
-                                                 after_logged_lines=2)
-  assert 10 <= stopped_at < TOY_OVERRIDES["num_steps"]
-  assert_same_run(tmp_path, *toy_reference)
 
 
 # Tensorstore completes the reads of a failed restore after orbax has closed their event loop, and says so.
