@@ -250,10 +250,17 @@ def test_toy_run_killed_or_stopped_at_random_moments_resumes_bit_identically(toy
   assert_same_run(workdir, *toy_reference)
 
 
+def constant_rate_toy_config(**overrides):
+  """``toy_config`` without the learning rates' linear decay, for the tests whose runs differ in length (and in how
+  often they log and save) and not in what a step computes: the decay's length is a constant of the compiled
+  program, so every length compiled its own; at a constant rate they share one."""
+  return toy_config(**{"critic.linear_decay": False, "generator.linear_decay": False, **overrides})
+
+
 # Tensorstore completes the reads of a failed restore after orbax has closed their event loop, and says so.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, caplog, monkeypatch):
-  config = toy_config(num_steps=15)
+  config = constant_rate_toy_config(num_steps=15)
   finished = experiment.train_and_evaluate(config, tmp_path)
   checkpoints_dir = tmp_path / "checkpoints"
   # Step 15: every array file cut in half. Step 10: its state's metadata file is gone.
@@ -290,7 +297,7 @@ def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, ca
 
 def test_checkpoints_at_multiples_of_keep_period_are_kept_and_load_by_step(tmp_path):
   run = experiment.train_and_evaluate(
-      toy_config(**{"num_steps": 25, "checkpoint.keep": 1, "checkpoint.keep_period": 10}), tmp_path)
+      constant_rate_toy_config(**{"num_steps": 25, "checkpoint.keep": 1, "checkpoint.keep_period": 10}), tmp_path)
   assert _checkpoint_steps(tmp_path) == [10, 20, 25]
   at_10 = experiment.load_run(tmp_path, step=10)
   assert int(at_10.state.step) == 10 and int(experiment.load_run(tmp_path).state.step) == 25
@@ -300,9 +307,10 @@ def test_checkpoints_at_multiples_of_keep_period_are_kept_and_load_by_step(tmp_p
 
 
 def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
-  experiment.train_and_evaluate(toy_config(num_steps=5), tmp_path)
+  experiment.train_and_evaluate(constant_rate_toy_config(num_steps=5), tmp_path)
   with pytest.raises(checkpoint.ConfigMismatchError) as error:
-    experiment.train_and_evaluate(toy_config(**{"num_steps": 10, "model.width": 32, "critic.name": "sgd"}), tmp_path)
+    experiment.train_and_evaluate(
+        constant_rate_toy_config(**{"num_steps": 10, "model.width": 32, "critic.name": "sgd"}), tmp_path)
   assert str(error.value) == (
       f"cannot resume from the checkpoint at step 5 in {tmp_path / 'checkpoints'}: it was made with a different"
       " config.\n"
@@ -314,7 +322,8 @@ def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
       " a new work directory.")
   # How long the run goes and how often it logs and saves may change.
   run = experiment.train_and_evaluate(
-      toy_config(**{"num_steps": 7, "logging.log_every": 1, "checkpoint.every": 7, "checkpoint.keep": 1}), tmp_path)
+      constant_rate_toy_config(**{"num_steps": 7, "logging.log_every": 1, "checkpoint.every": 7, "checkpoint.keep": 1}),
+      tmp_path)
   assert int(run.state.step) == 7 and _checkpoint_steps(tmp_path) == [7]
   assert [record["step"] for record in metrics_without_time(tmp_path)] == [5, 6, 7]
 
@@ -328,7 +337,8 @@ def test_a_nan_in_a_batch_stops_the_run_naming_the_step_and_keeps_the_last_good_
 
   monkeypatch.setattr(experiment, "_toy_batches", batches_with_a_nan_at_step_7)
   with pytest.raises(experiment.NonFiniteError) as error:
-    experiment.train_and_evaluate(toy_config(**{"num_steps": 20, "checkpoint.every": 5, "logging.log_every": 10}), tmp_path)
+    experiment.train_and_evaluate(
+        constant_rate_toy_config(**{"num_steps": 20, "checkpoint.every": 5, "logging.log_every": 10}), tmp_path)
   assert str(error.value) == (
       "non-finite critic_grad_norm, critic_loss, fake_score, generator_grad_norm, generator_loss, gradient_norm,"
       " gradient_penalty, real_score, wasserstein_estimate, training state at generator step 7; the last good"
@@ -354,7 +364,7 @@ def test_saves_are_asynchronous(tmp_path, monkeypatch):
     await commit(self)
 
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", commit_after_step_8)
-  experiment.train_and_evaluate(toy_config(**{"num_steps": 10, "logging.log_every": 1}), tmp_path)
+  experiment.train_and_evaluate(constant_rate_toy_config(**{"num_steps": 10, "logging.log_every": 1}), tmp_path)
   assert trained_on_while_saving == [True]
   assert _checkpoint_steps(tmp_path) == [5, 10]
 
