@@ -263,7 +263,8 @@ def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolutio
       "model.name": model, "model.width": 8, "data.resolution": resolution})
   models = build_models(config)
   real, fake = _random(0, (4, resolution, resolution, 3)), _random(1, (4, resolution, resolution, 3))
-  params = models.critic.init(jax.random.key(2), real)["params"]
+  key = jax.random.key(2)
+  params = _compile(models.critic.init, key, real)(key, real)["params"]  # jitted: eager flax init takes seconds
 
   def loss_and_grads():
     loss_fn = lambda p: losses.wgan_gp_critic_loss(
@@ -283,7 +284,8 @@ def test_generator_outputs_and_gradients_match_plain_flax(monkeypatch, model):
       "model.name": model, "model.width": 8, "data.resolution": 16, "model.latent_dim": 16})
   models = build_models(config)
   z = _random(0, (4, 16))
-  variables = models.generator.init(jax.random.key(1), z, train=False)
+  key = jax.random.key(1)
+  variables = _compile(lambda key, z: models.generator.init(key, z, train=False), key, z)(key, z)
   direction = _random(2, (4, 16, 16, 3))
 
   def samples_and_grads():

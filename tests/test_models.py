@@ -42,7 +42,7 @@ def test_dcgan_generator_output_is_in_tanh_range_and_critic_layer_norm_is_option
   images, _ = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"]))(
       variables, 10 * jax.random.normal(jax.random.key(1), (4, 128)))
   assert float(jnp.max(jnp.abs(images))) <= 1.0
-  with_norm = DCGANCritic(width=8, layer_norm=True).init(jax.random.key(0), images)["params"]
+  with_norm = jax.eval_shape(DCGANCritic(width=8, layer_norm=True).init, jax.random.key(0), images)["params"]
   assert sum(k.startswith("LayerNorm") for k in with_norm) == 1  # after every convolution but the first (of 2)
 
 
