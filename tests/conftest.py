@@ -9,6 +9,26 @@ from jax.experimental.compilation_cache import compilation_cache as jax_compilat
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
+# The files that take longest, slowest first (their summed test durations, measured with the compilation cache below).
+# `--dist loadfile` hands whole files to the workers, by default those with the most tests first: these, a few long
+# tests each, came last, and one worker waited while the other ran them. Started first, they run beside each other,
+# and the many short files even out the end.
+SLOWEST_FILES = ("test_checkpoint.py", "test_multihost.py", "test_train.py", "test_compare.py", "test_chaos.py",
+                 "test_layers.py", "test_objectives.py", "test_faces.py", "test_benchmark.py", "test_inception.py",
+                 "test_configuration.py", "test_losses.py")
+
+
+def pytest_configure(config):
+  # pytest-xdist's scheduling follows the order of the collection (SLOWEST_FILES first), not the number of tests per
+  # file (its --loadscope-reorder).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
