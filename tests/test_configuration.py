@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import pytest
 
-from experiments.configs import celeba32, common, toy_8gaussians
+from experiments.configs import celeba32, celeba64, celeba128, common, toy_8gaussians
 from wgan_gp_jax import checkpoint, configuration, experiment
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
@@ -136,3 +136,23 @@ def test_checkpoints_made_before_model_dtype_read_as_float32(tmp_path):
   with pytest.raises(checkpoint.ConfigMismatchError, match="model.dtype: 'float32' in the checkpoint, 'bfloat16' now"):
     experiment.train_and_evaluate(configuration.override(config, {"model.dtype": "bfloat16"}), tmp_path)
   assert int(experiment.train_and_evaluate(config, tmp_path).state.step) == 2
+
+
+def test_celeba_configs_take_the_recipe_or_the_papers_setting(tmp_path):
+  for module in (celeba64, celeba128):
+    recipe, paper = module.get_config(), module.get_config("paper")
+    assert (recipe.n_critic, recipe.ema.enabled, recipe.model.dtype, recipe.critic.b1) == (2, True, "bfloat16", 0.5)
+    assert recipe.critic.learning_rate == 2 * recipe.generator.learning_rate
+    assert (paper.n_critic, paper.ema.enabled, paper.model.dtype) == (5, False, "float32")
+    assert (paper.critic.learning_rate, paper.critic.b1, paper.critic.b2) == (1e-4, 0.0, 0.9) == (
+        paper.generator.learning_rate, paper.generator.b1, paper.generator.b2)
+    configuration.validate(paper)
+  tutorial = celeba32.get_config("tutorial")  # the setting of README's tutorial comparison
+  assert (tutorial.n_critic, tutorial.critic.learning_rate, tutorial.generator.learning_rate, tutorial.model.dtype,
+          tutorial.ema.enabled, tutorial.num_steps, tutorial.evaluation.every) == (5, 2e-4, 2e-4, "float32", False, 2000, 0)
+  result = _train("--config=experiments/configs/celeba64.py:papr", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: flag --config=experiments/configs/celeba64.py:papr: Error whilst parsing config file: ValueError: unknown"
+      " celeba config variant 'papr'; use one of ('', 'paper') (e.g. celeba64.py:paper)")
+  assert not (tmp_path / "run").exists()
