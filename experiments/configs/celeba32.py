@@ -32,8 +32,8 @@ def get_config(variant: str = ""):
   config.model.dtype = "bfloat16"
   config.batch_size = 64
   config.n_critic = 2
-  config.critic.learning_rate = 6e-4
-  config.generator.learning_rate = 3e-4
+  config.critic.learning_rate = 8e-4
+  config.generator.learning_rate = 4e-4
   for optimizer in (config.critic, config.generator):
     optimizer.b1 = 0.5
   config.ema.enabled = True
