@@ -168,6 +168,15 @@ def test_plot_metrics_draws_the_fid_curve_of_runs(tmp_path):
   subprocess.run([sys.executable, "-m", "experiments.plot_metrics", f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}",
                   "--metric=fid_16", f"--out={out}", "--floor=5.3"], cwd=repo, env=env, check=True, timeout=120)
   assert out.read_bytes()[:4] == b"\x89PNG"
+  for step, num_samples, fid in ((400, 64, 50.0), (200, 64, 65.0), (300, 32, 55.0)):
+    (tmp_path / "a" / f"evaluation_step_{step}.json").write_text(json.dumps({"num_samples": num_samples, "fid": fid}))
+  evaluated = experiment.evaluated_curve(tmp_path / "a", "fid")
+  assert {n: (s.tolist(), v.tolist()) for n, (s, v) in evaluated.items()} == {32: ([300], [55.0]),
+                                                                               64: ([200, 400], [65.0, 50.0])}
+  out.unlink()
+  subprocess.run([sys.executable, "-m", "experiments.plot_metrics", f"--workdirs={tmp_path / 'a'}", "--metric=fid_16",
+                  f"--out={out}", "--evaluated=fid"], cwd=repo, env=env, check=True, timeout=120)
+  assert out.read_bytes()[:4] == b"\x89PNG"
   missing = subprocess.run([sys.executable, "-m", "experiments.plot_metrics", f"--workdirs={tmp_path / 'a'}",
                             "--metric=fid_2000", f"--out={out}"], cwd=repo, env=env, capture_output=True, text=True,
                            timeout=120)

@@ -191,6 +191,18 @@ def metric_curve(workdir: epath.PathLike, metric: str) -> tuple[np.ndarray, np.n
   return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
 
 
+def evaluated_curve(workdir: epath.PathLike, metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """``{num_samples: (steps, values)}`` of ``metric`` in the run's ``evaluation_step_<STEP>.json`` files (written by
+  ``experiments.evaluate --step``), one curve per number of samples (FID depends on it)."""
+  curves: dict[int, list[tuple[int, float]]] = {}
+  for path in epath.Path(workdir).glob("evaluation_step_*.json"):
+    record = json.loads(path.read_text())
+    if metric in record:
+      curves.setdefault(record["num_samples"], []).append((int(path.stem.rsplit("_", 1)[1]), record[metric]))
+  return {num: (np.array([s for s, _ in sorted(points)], np.int64), np.array([v for _, v in sorted(points)], np.float64))
+          for num, points in sorted(curves.items())}
+
+
 def load_run(workdir: epath.PathLike, *, use_ema: bool = True, best: bool = False, step: int | None = None) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir`` (or the one at ``step``).
 
