@@ -28,7 +28,7 @@ def image_overrides(face_folder: pathlib.Path, data_dir: pathlib.Path) -> dict:
   part of the state and of the random streams, small enough for the tests."""
   return {"data.image_folder": str(face_folder), "data.data_dir": str(data_dir), "data.resolution": 16,
           "model.width": 8, "batch_size": 8, "n_critic": 2, "num_steps": 30, "logging.log_every": 1,
-          "checkpoint.every": 15, "logging.figure_every": 10**6, "logging.num_fixed_samples": 16,
+          "checkpoint.every": 15, "checkpoint.keep_period": 0, "logging.figure_every": 10**6, "logging.num_fixed_samples": 16,
           "ema.enabled": True, "ema.half_life_kimg": 0.1, "augment.policy": "color,translation,cutout"}
 
 

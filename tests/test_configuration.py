@@ -60,6 +60,8 @@ def test_validate_refuses_a_key_added_to_a_group():
     ({"data.resolution": 48}, "resolution must be 4 * 2^k"),
     ({"model.dtype": "float16"}, "unknown model.dtype 'float16'"),
     ({"model.param_dtype": "bfloat16"}, "model.param_dtype='bfloat16' is not supported"),
+    ({"checkpoint.every": 500, "checkpoint.keep_period": 2800},
+     "checkpoint.keep_period=2800 must be a multiple of checkpoint.every=500: only steps that are saved can be kept"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_key(overrides, message):
   config = configuration.override(celeba32.get_config(), overrides)

@@ -209,6 +209,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f"checkpoint.lock_stale_seconds must be positive, got {config.checkpoint.lock_stale_seconds}")
     _check(config.checkpoint.keep_period >= 0,
            f"checkpoint.keep_period must be >= 0 (0: none), got {config.checkpoint.keep_period}")
+    _check(config.checkpoint.keep_period % config.checkpoint.every == 0,
+           f"checkpoint.keep_period={config.checkpoint.keep_period} must be a multiple of checkpoint.every="
+           f"{config.checkpoint.every}: only steps that are saved can be kept")
     evaluation = config.evaluation
     _check(evaluation.every >= 0, f"evaluation.every must be >= 0 (0: never), got {evaluation.every}")
     _check(evaluation.every == 0 or config.kind == "image", "evaluation.every: FID is for image runs; toy runs have"

@@ -40,7 +40,7 @@ def get_config(variant: str = ""):
   config.num_steps = 8400
   config.evaluation.every = config.num_steps // 3
   config.checkpoint.keep_period = config.num_steps // 3
-  config.checkpoint.every = 500
+  config.checkpoint.every = 700  # keep_period must be a multiple of it
   config.logging.figure_every = 1000
   if variant == "tutorial":
     config.n_critic = 5
