@@ -10,8 +10,9 @@ setting is ``--config.n_critic=5 --config.critic.learning_rate=1e-4 --config.gen
 
 ``celeba32.py:tutorial`` is the setting of README's tutorial comparison (weight clipping against the penalties).
 
-``num_steps`` fills 45 minutes of wall time on this project's 2-core machine (Intel Xeon, quiet), FID-2k measured
-every third of the run included (at most 15% of its time); the checkpoints at each third are kept for FID-10k.
+``num_steps`` was sized for 45 minutes on this project's 2-core machine (Intel Xeon) from a quiet benchmark; the
+measured run trained for 42.6 minutes (49 minutes wall with its FID-2k evaluations, bounded at 15% of the run's time).
+The checkpoints at each third are kept for FID-10k.
 
 Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout); point
 ``--config.data.image_folder`` at any folder or zip of face images, or set ``--config.data.image_folder=''
