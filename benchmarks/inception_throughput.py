@@ -84,7 +84,8 @@ def main() -> None:
     results.append(result)
   if args.json:
     import jax  # Only for the versions.
-    machine = dict(platform=platform.platform(), processor=platform.processor(), cores=os.cpu_count(),
+    from wgan_gp_jax import host
+    machine = dict(platform=platform.platform(), cpu=host.cpu_info(),
                    python=platform.python_version(), jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M"))
     with open(args.json, "w") as f:
       json.dump(dict(machine=machine, results=results), f, indent=2)

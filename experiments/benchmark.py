@@ -101,11 +101,12 @@ def matmul_peak_gflops(size: int = 2048, calls: int = 7) -> float:
   return 2 * size**3 / best / 1e9
 
 
-def _compiled_figures(compiled) -> dict[str, float]:
+def _compiled_figures(compiled, num_devices: int) -> dict[str, float]:
+  """FLOPs of the whole program (XLA counts one device's partition) and one device's memory."""
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   memory = compiled.memory_analysis()
-  figures = {"flops": float(cost.get("flops", 0.0)) if cost else 0.0}
+  figures = {"flops": num_devices * float(cost.get("flops", 0.0)) if cost else 0.0}
   if memory is not None:
     figures["xla_memory_bytes"] = float(memory.temp_size_in_bytes + memory.argument_size_in_bytes
                                         + memory.output_size_in_bytes - memory.alias_size_in_bytes)
@@ -148,7 +149,7 @@ class JaxSteps:
       start = time.perf_counter()
       self.compiled[name] = jitted.lower(*args).compile()
       self.compile_seconds[name] = time.perf_counter() - start
-      self.figures[name] = _compiled_figures(self.compiled[name])
+      self.figures[name] = _compiled_figures(self.compiled[name], mesh.size)
     # XLA's cost analysis counts a loop body once: the iteration runs the critic's n_critic times.
     self.figures["iteration"]["flops"] = (
         n_critic * self.figures["critic"]["flops"] + self.figures["generator"]["flops"])
@@ -282,13 +283,12 @@ def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: 
 
 
 def _machine() -> dict[str, Any]:
-  model = host.cpu_model()
   versions = {"python": platform.python_version()}
   for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
     module = sys.modules.get(package)
     if module is not None:
       versions[package] = getattr(module, "__version__", "?")
-  return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+  return {"cpu": host.cpu_info(), "platform": platform.platform(),
           "devices": [str(device) for device in jax.devices()], "versions": versions,
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 

@@ -237,6 +237,10 @@ def test_benchmark_writes_its_figures(tmp_path):
   # The iteration does n_critic critic steps and one generator step.
   assert figures["iteration_xla_flops"] == pytest.approx(2 * figures["critic_xla_flops"] + figures["generator_xla_flops"])
   assert figures["machine"]["versions"]["jax"] == jax.__version__
+  cpu = figures["machine"]["cpu"]
+  assert cpu["model"] == host.cpu_model() and cpu["cores"] >= 1
+  if sys.platform.startswith("linux") and cpu["machine"] == "x86_64":  # the ISA flags decide the kernels used
+    assert cpu["family"] and "sse2" in cpu["flags"]
   if with_torch:
     assert max(figures["loss_relative_differences"].values()) < 1e-4
     assert "jax / fastest torch (" in completed.stdout

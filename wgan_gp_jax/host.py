@@ -64,10 +64,34 @@ def one_device_per_core() -> int:
   return cores
 
 
-def cpu_model() -> str:
-  """The CPU's model name (``/proc/cpuinfo``), for the machine line of every figure."""
+def _cpuinfo_fields() -> dict[str, str]:
+  """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (empty where there is none)."""
+  fields = {}
   try:
     with open("/proc/cpuinfo") as cpuinfo:
-      return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or "unknown CPU"
+      for line in cpuinfo:
+        if not line.strip():
+          break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+  except OSError:
+    pass
+  return fields
+
+
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``), for the machine line of every figure."""
+  return _cpuinfo_fields().get("model name") or platform.processor() or "unknown CPU"
+
+
+def cpu_info() -> dict[str, object]:
+  """What a benchmark figure depends on: model name, family/model/stepping, core count and ISA flags.
+
+  Speed figures hold only as ratios measured on one machine (this project's
+  machines change CPU between sessions), so every benchmark JSON records this.
+  """
+  fields = _cpuinfo_fields()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"model": cpu_model(), "family": fields.get("cpu family"), "model_number": fields.get("model"),
+          "stepping": fields.get("stepping"), "cores": cores, "machine": platform.machine(),
+          "flags": sorted(fields.get("flags", "").split())}
