@@ -239,11 +239,22 @@ class TorchSteps:
       loss, grads = compiled_fn(*args)
       seconds = time.perf_counter() - start
       model.generator.load_state_dict(buffers)
-      difference = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
-                       for a, b in zip((loss, *grads), (eager_loss, *eager_grads)))
+      difference = largest_relative_difference((loss, *grads), (eager_loss, *eager_grads))
       report[name] = {"first_call_seconds": seconds, "outcome": compiled_fn.outcome,
                       "max_relative_difference_from_eager": difference}
     return report
+
+
+def largest_relative_difference(values, references, *, floor: float = 1e-3) -> float:
+  """The largest ``max|value - reference|`` over the tensors, each relative to its reference's largest magnitude.
+
+  A tensor whose reference is far smaller than the largest of all (``floor`` times it) is measured against that
+  floor instead: a gradient that is zero in exact arithmetic, such as a convolution bias before a batch norm, is
+  rounding noise in both and would otherwise count as a 100% difference.
+  """
+  scale = max(float(reference.abs().max()) for reference in references)
+  return max(float((value - reference).abs().max()) / max(float(reference.abs().max()), floor * scale, 1e-30)
+             for value, reference in zip(values, references))
 
 
 def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: TorchSteps) -> dict[str, float]:
@@ -342,7 +353,8 @@ def main(argv):
           print(f"  {name}: nothing compiled, not timed (it would be eager again)")
           continue
         if max(figures["max_relative_difference_from_eager"] for figures in report.values()) > 1e-4:
-          raise SystemExit(f"{name} disagrees with PyTorch eager on the same inputs: not comparing its speed.")
+          print(f"  {name} disagrees with PyTorch eager on the same inputs: not timed")
+          continue
         frameworks[name] = variant
       results["torch_compile_outcome"] = frameworks["torch"].model.compile_outcome
     results["torch_threads"] = threads
