@@ -38,6 +38,11 @@ def keep_freed_memory() -> bool:
   return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
 
 
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity mask where the OS has one)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def one_device_per_core() -> int:
   """Makes XLA:CPU present one single-threaded device per core, for many independent programs at once.
 
@@ -58,7 +63,7 @@ def one_device_per_core() -> int:
   match = re.search(r"--xla_force_host_platform_device_count=(\d+)", flags)
   if match:
     return int(match.group(1))
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  cores = usable_cores()
   os.environ["XLA_FLAGS"] = (f"{flags} --xla_force_host_platform_device_count={cores} "
                              "--xla_cpu_multi_thread_eigen=false").strip()
   return cores
@@ -91,7 +96,7 @@ def cpu_info() -> dict[str, object]:
   machines change CPU between sessions), so every benchmark JSON records this.
   """
   fields = _cpuinfo_fields()
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = usable_cores()
   return {"model": cpu_model(), "family": fields.get("cpu family"), "model_number": fields.get("model"),
           "stepping": fields.get("stepping"), "cores": cores, "machine": platform.machine(),
           "flags": sorted(fields.get("flags", "").split())}
