@@ -298,3 +298,13 @@ class WGANGP:
     for batch in real_batches:
       self.critic_update(batch, compiled=compiled)
     return self.generator_update(real_batches[0].shape[0], compiled=compiled)
+
+
+def largest_relative_difference(values, references) -> float:
+  """The largest ``|value - reference|`` over all the tensors, relative to the largest ``|reference|`` of them all.
+
+  One scale for a whole set of gradients: a gradient that is zero in exact arithmetic (a convolution bias before a
+  batch norm, the critic's last bias) is rounding noise in both, and relative to itself would read as 100%.
+  """
+  scale = max(float(reference.abs().max()) for reference in references)
+  return max(float((value - reference).abs().max()) for value, reference in zip(values, references)) / max(scale, 1e-30)

@@ -239,21 +239,11 @@ class TorchSteps:
       loss, grads = compiled_fn(*args)
       seconds = time.perf_counter() - start
       model.generator.load_state_dict(buffers)
-      difference = max(largest_relative_difference([loss], [eager_loss]),
-                       largest_relative_difference(grads, eager_grads))
+      difference = max(self.torch_dcgan.largest_relative_difference([loss], [eager_loss]),
+                       self.torch_dcgan.largest_relative_difference(grads, eager_grads))
       report[name] = {"first_call_seconds": seconds, "outcome": compiled_fn.outcome,
                       "max_relative_difference_from_eager": difference}
     return report
-
-
-def largest_relative_difference(values, references) -> float:
-  """The largest ``|value - reference|`` over all the tensors, relative to the largest ``|reference|`` of them all.
-
-  One scale for a whole set of gradients: a gradient that is zero in exact arithmetic (a convolution bias before a
-  batch norm, the critic's last bias) is rounding noise in both, and relative to itself would read as 100%.
-  """
-  scale = max(float(reference.abs().max()) for reference in references)
-  return max(float((value - reference).abs().max()) for value, reference in zip(values, references)) / max(scale, 1e-30)
 
 
 def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: TorchSteps) -> dict[str, float]:

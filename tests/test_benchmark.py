@@ -164,15 +164,15 @@ def test_torch_reference_is_the_same_function_as_the_jax_models(resolution):
 
 def test_relative_difference_ignores_rounding_noise_of_zero_gradients_but_not_real_differences():
   torch = pytest.importorskip("torch")
-  from experiments import benchmark
+  from benchmarks import torch_dcgan
 
   reference = [torch.tensor([2.0, -4.0]), torch.tensor([1e-9, -2e-9])]  # the second is zero in exact arithmetic
   noisy_zero = [torch.tensor([2.0, -4.0]), torch.tensor([-3e-9, 1e-9])]
-  assert benchmark.largest_relative_difference(noisy_zero, reference) < 1e-5  # under the 1e-4 the benchmark allows
+  assert torch_dcgan.largest_relative_difference(noisy_zero, reference) < 1e-5  # under the 1e-3 the benchmark allows
   one_percent_off = [torch.tensor([2.0, -4.04]), torch.tensor([1e-9, -2e-9])]
-  assert benchmark.largest_relative_difference(one_percent_off, reference) == pytest.approx(0.01)
+  assert torch_dcgan.largest_relative_difference(one_percent_off, reference) == pytest.approx(0.01)
   small_but_wrong = [torch.tensor([2.0, -4.0]), torch.tensor([0.5, -0.2])]  # 1/8 of the largest, entirely wrong
-  assert benchmark.largest_relative_difference(small_but_wrong, [torch.tensor([2.0, -4.0]), torch.tensor([0.0, 0.0])]) > 0.1
+  assert torch_dcgan.largest_relative_difference(small_but_wrong, [torch.tensor([2.0, -4.0]), torch.tensor([0.0, 0.0])]) > 0.1
 
 
 def test_compiled_torch_steps_equal_eager():

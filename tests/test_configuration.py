@@ -143,7 +143,8 @@ def test_checkpoints_made_before_model_dtype_read_as_float32(tmp_path):
 def test_celeba_configs_take_the_recipe_or_the_papers_setting(tmp_path):
   for module in (celeba64, celeba128):
     recipe, paper = module.get_config(), module.get_config("paper")
-    assert (recipe.n_critic, recipe.ema.enabled, recipe.model.dtype, recipe.critic.b1) == (2, True, "bfloat16", 0.5)
+    assert (recipe.n_critic, recipe.ema.enabled, recipe.model.dtype, recipe.critic.b1, recipe.generator.b1) == (
+        2, True, "bfloat16", 0.0, 0.0)
     assert recipe.critic.learning_rate == 2 * recipe.generator.learning_rate
     assert (paper.n_critic, paper.ema.enabled, paper.model.dtype) == (5, False, "float32")
     assert (paper.critic.learning_rate, paper.critic.b1, paper.critic.b2) == (1e-4, 0.0, 0.9) == (
@@ -151,7 +152,10 @@ def test_celeba_configs_take_the_recipe_or_the_papers_setting(tmp_path):
     configuration.validate(paper)
   tutorial = celeba32.get_config("tutorial")  # the setting of README's tutorial comparison
   assert (tutorial.n_critic, tutorial.critic.learning_rate, tutorial.generator.learning_rate, tutorial.model.dtype,
-          tutorial.ema.enabled, tutorial.num_steps, tutorial.evaluation.every) == (5, 2e-4, 2e-4, "float32", False, 2000, 0)
+          tutorial.ema.enabled, tutorial.num_steps, tutorial.evaluation.every, tutorial.critic.b1, tutorial.generator.b1
+          ) == (5, 2e-4, 2e-4, "float32", False, 2000, 0, 0.5, 0.5)
+  default = celeba32.get_config()
+  assert (default.critic.b1, default.generator.b1) == (0.0, 0.0)
   result = _train("--config=experiments/configs/celeba64.py:papr", f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
