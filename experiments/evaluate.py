@@ -34,6 +34,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
 
+from wgan_gp_jax import experiment  # noqa: E402
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SW
 
 _EMA, _BEST = cli.define_run_flags()
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this generator step (it must be kept: see"
-                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json.")
+                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json (with --noema: evaluation_step_<STEP>_raw.json).")
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
@@ -85,11 +86,11 @@ def main(argv: list[str]) -> None:
                 crop=_CROP.value, weights=_WEIGHTS.value, cache=_CACHE_DIR.value,
                 preprocessing=_PREPROCESSING.value, batch_size=_BATCH_SIZE.value)
   start = time.perf_counter()
+  raw_of_ema_run = False
   if _REAL_FLOOR.value:
     results = evaluation.real_floor(reference=_REFERENCE.value or str(DEFAULT_REFERENCE),
                                     resolution=_RESOLUTION.value, **common)
   else:
-    from wgan_gp_jax import experiment  # The training side's loader.
     if _STEP.value is not None and _BEST.value:
       cli.fail("--step and --best each choose a checkpoint: give one of them")
     try:
@@ -100,10 +101,11 @@ def main(argv: list[str]) -> None:
     results = evaluation.evaluate_run(run, reference=reference,
                                       reference_split=_REFERENCE_SPLIT.value, **common)
     results["generator"] = "ema" if run.samples_from_ema else "raw"
+    raw_of_ema_run = run.has_ema and not run.samples_from_ema
     results["step"] = int(run.state.step)
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
-  output = workdir / ("evaluation.json" if _STEP.value is None else f"evaluation_step_{_STEP.value}.json")
+  output = workdir / experiment.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
   paths.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   _print_table(results)
   print(f"wrote {output}")

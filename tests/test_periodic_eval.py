@@ -169,7 +169,12 @@ def test_plot_metrics_draws_the_fid_curve_of_runs(tmp_path):
                   "--metric=fid_16", f"--out={out}", "--floor=5.3"], cwd=repo, env=env, check=True, timeout=120)
   assert out.read_bytes()[:4] == b"\x89PNG"
   for step, num_samples, fid in ((400, 64, 50.0), (200, 64, 65.0), (300, 32, 55.0)):
-    (tmp_path / "a" / f"evaluation_step_{step}.json").write_text(json.dumps({"num_samples": num_samples, "fid": fid}))
+    (tmp_path / "a" / experiment.evaluation_filename(step)).write_text(
+        json.dumps({"num_samples": num_samples, "fid": fid}))
+  raw = experiment.evaluation_filename(400, raw_of_ema_run=True)  # --noema of a run with an EMA: its own file
+  assert raw == "evaluation_step_400_raw.json" and experiment.evaluation_filename(400) == "evaluation_step_400.json"
+  assert experiment.evaluation_filename() == "evaluation.json"
+  (tmp_path / "a" / raw).write_text(json.dumps({"num_samples": 64, "fid": 99.0}))
   evaluated = experiment.evaluated_curve(tmp_path / "a", "fid")
   assert {n: (s.tolist(), v.tolist()) for n, (s, v) in evaluated.items()} == {32: ([300], [55.0]),
                                                                                64: ([200, 400], [65.0, 50.0])}

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import time
 from typing import Iterator
 
@@ -191,14 +192,29 @@ def metric_curve(workdir: epath.PathLike, metric: str) -> tuple[np.ndarray, np.n
   return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
 
 
+def evaluation_filename(step: int | None = None, *, raw_of_ema_run: bool = False) -> str:
+  """The file ``experiments.evaluate`` writes its results to in the run's folder.
+
+  ``evaluation.json`` for the latest checkpoint, ``evaluation_step_<STEP>.json`` for a kept one; ``_raw`` is added when
+  the raw generator of a run that keeps an EMA is scored (``--noema``), so that it never replaces the EMA's results.
+  """
+  name = "evaluation" if step is None else f"evaluation_step_{step}"
+  return f"{name}{'_raw' if raw_of_ema_run else ''}.json"
+
+
+_EVALUATED_STEP = re.compile(r"evaluation_step_(\d+)\.json")
+
+
 def evaluated_curve(workdir: epath.PathLike, metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
   """``{num_samples: (steps, values)}`` of ``metric`` in the run's ``evaluation_step_<STEP>.json`` files (written by
-  ``experiments.evaluate --step``), one curve per number of samples (FID depends on it)."""
+  ``experiments.evaluate --step``; the raw generator's ``_raw`` files are left out), one curve per number of samples
+  (FID depends on it)."""
   curves: dict[int, list[tuple[int, float]]] = {}
   for path in epath.Path(workdir).glob("evaluation_step_*.json"):
-    record = json.loads(path.read_text())
+    matched = _EVALUATED_STEP.fullmatch(path.name)
+    record = json.loads(path.read_text()) if matched else {}
     if metric in record:
-      curves.setdefault(record["num_samples"], []).append((int(path.stem.rsplit("_", 1)[1]), record[metric]))
+      curves.setdefault(record["num_samples"], []).append((int(matched.group(1)), record[metric]))
   return {num: (np.array([s for s, _ in sorted(points)], np.int64), np.array([v for _, v in sorted(points)], np.float64))
           for num, points in sorted(curves.items())}
 
