@@ -10,9 +10,9 @@ paper's setting is ``--config.n_critic=5 --config.critic.learning_rate=1e-4 --co
 
 ``celeba32.py:tutorial`` is the setting of README's tutorial comparison (weight clipping against the penalties).
 
-``num_steps`` was sized for 45 minutes on this project's 2-core machine (Intel Xeon) from a quiet benchmark; the
-measured run trained for 42.6 minutes (49 minutes wall with its FID-2k evaluations, bounded at 15% of the run's time).
-The checkpoints at each third are kept for FID-10k.
+``num_steps`` was sized for 45 minutes on the slower of this project's 2-core machines (Intel Xeon: 0.30 s per step,
+42.6 minutes of training); an AMD EPYC trains it in 18 to 30 minutes (README "Faces"). FID-2k is measured at each
+third, bounded at 15% of the run's time, and the checkpoints at each third are kept for FID-10k.
 
 Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout); point
 ``--config.data.image_folder`` at any folder or zip of face images, or set ``--config.data.image_folder=''
