@@ -63,7 +63,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SW
 
 _EMA, _BEST = cli.define_run_flags()
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this generator step (it must be kept: see"
-                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json (with --noema: evaluation_step_<STEP>_raw.json).")
+                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json"
+                             " (with --noema, evaluation_step_<STEP>_raw.json).")
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]

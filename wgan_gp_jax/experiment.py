@@ -212,7 +212,9 @@ def evaluated_curve(workdir: epath.PathLike, metric: str) -> dict[int, tuple[np.
   curves: dict[int, list[tuple[int, float]]] = {}
   for path in epath.Path(workdir).glob("evaluation_step_*.json"):
     matched = _EVALUATED_STEP.fullmatch(path.name)
-    record = json.loads(path.read_text()) if matched else {}
+    if not matched:  # The raw generator's scores.
+      continue
+    record = json.loads(path.read_text())
     if metric in record:
       curves.setdefault(record["num_samples"], []).append((int(matched.group(1)), record[metric]))
   return {num: (np.array([s for s, _ in sorted(points)], np.int64), np.array([v for _, v in sorted(points)], np.float64))
