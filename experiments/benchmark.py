@@ -28,9 +28,9 @@ gradients as one graph), each on all its threads and on one thread. The compiled
 variants are first checked against eager on the same inputs (which also
 compiles them, outside the timings); a step that does not compile runs eagerly
 and the table and JSON say so (``torch_compile_outcome``). All are timed in
-rounds interleaved with JAX's so that all see the same machine load, and the
-speed ratio is quoted against the fastest PyTorch variant of each step (on a
-loaded machine one thread can beat two). ``--json FILE`` writes everything, with
+rounds interleaved with JAX's so that all see the same machine load (each
+round's first call untimed), and the speed ratio is quoted against the fastest
+PyTorch variant of each step (on a loaded machine one thread can beat two). ``--json FILE`` writes everything, with
 the machine, versions and load averages. Without PyTorch, ``--compare torch``
 exits with one line that says what to install.
 """
@@ -70,6 +70,7 @@ flags.mark_flags_as_required(["config"])
 
 STEP_KINDS = ("critic", "generator", "iteration")
 TORCH_MISSING = "--compare torch needs PyTorch: pip install -r requirements-torch.txt"
+COMPILED_TOLERANCE = 1e-2  # largest relative difference between a torch.compile'd step and eager that is timed
 
 
 def import_torch_reference():
@@ -341,9 +342,10 @@ def main(argv):
         if all(figures["outcome"] != "compiled" for figures in report.values()):
           print(f"  {name}: nothing compiled, not timed (it would be eager again)")
           continue
-        # Inductor sums in another order: through the penalty's double backward the critic's gradients move by
-        # up to ~2e-4 of the largest one (32x32, 2026-12-01); the test checks parameters after Adam steps.
-        if max(figures["max_relative_difference_from_eager"] for figures in report.values()) > 1e-3:
+        # Inductor sums in another order: through the penalty's double backward the critic's gradients move by up to
+        # ~3e-4 of the largest one at 32x32 and 2.8e-3 at 64x64 on two threads (Intel Xeon, 2026-12-01): rounding, not
+        # another function (a wrong sign or a missing term moves them by O(1)); the test checks parameters after Adam.
+        if max(figures["max_relative_difference_from_eager"] for figures in report.values()) > COMPILED_TOLERANCE:
           print(f"  {name} disagrees with PyTorch eager on the same inputs: not timed")
           continue
         frameworks[name] = variant
@@ -358,7 +360,12 @@ def main(argv):
       steps.run(kind)  # warm-up: first-call allocations, oneDNN primitive creation
     for block in range(_ROUNDS.value):
       block_calls = calls // _ROUNDS.value + (block < calls % _ROUNDS.value)
+      if not block_calls:
+        continue
       for framework, steps in frameworks.items():
+        # Untimed: the first call after another framework's block finds cold caches and sleeping thread pools
+        # (JAX's 32x32 generator step ran 5-15% slower in it, Intel Xeon, 2026-12-02); training runs one framework.
+        steps.run(kind)
         times[framework][kind] += _call_times(lambda: steps.run(kind), block_calls)
   peaks.append(matmul_peak_gflops())
   peak = max(peaks)
