@@ -30,9 +30,9 @@ compiles them, outside the timings); a step that does not compile runs eagerly
 and the table and JSON say so (``torch_compile_outcome``). All are timed in
 rounds interleaved with JAX's so that all see the same machine load (each
 round's first call untimed), and the speed ratio is quoted against the fastest
-PyTorch variant of each step (on a loaded machine one thread can beat two). ``--json FILE`` writes everything, with
-the machine, versions and load averages. Without PyTorch, ``--compare torch``
-exits with one line that says what to install.
+PyTorch variant of each step (on a loaded machine one thread can beat two).
+``--json FILE`` writes everything, with the machine, versions and load averages.
+Without PyTorch, ``--compare torch`` exits with one line that says what to install.
 """
 
 import json

@@ -179,10 +179,9 @@ def _weight_matmul(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
   height, width = geometry.axes
   accumulation = _accumulation_dtype(x.dtype)
   # y^T @ patches as a row-major product (YNNPACK's GEMM): y (D columns) is cheaper to transpose than the patches
-  # (kh kw C columns). The barriers keep XLA's layout assignment from folding both transposes into the product,
-  # which then runs as Eigen's transposed-operand GEMM at half the speed, and keep y's producer (a batch norm, an
-  # activation) out of the transpose's loop, where it would be recomputed in column order.
-  y_transposed = lax.optimization_barrier(lax.optimization_barrier(y.reshape(-1, y.shape[-1])).T)
+  # (kh kw C columns). The barriers keep XLA's simplifier from folding both transposes into the product, which then
+  # runs as Eigen's transposed-operand GEMM at half the speed.
+  y_transposed = lax.optimization_barrier(y.reshape(-1, y.shape[-1]).T)
   w = lax.optimization_barrier(
       jnp.dot(y_transposed, patches.reshape(-1, patches.shape[-1]), preferred_element_type=accumulation)).T
   return w.reshape(height.kernel, width.kernel, x.shape[-1], y.shape[-1]).astype(x.dtype)
