@@ -343,7 +343,7 @@ def main(argv):
           print(f"  {name}: nothing compiled, not timed (it would be eager again)")
           continue
         # Inductor sums in another order: through the penalty's double backward the critic's gradients move by up to
-        # ~3e-4 of the largest one at 32x32 and 2.8e-3 at 64x64 on two threads (Intel Xeon, 2026-12-01): rounding, not
+        # ~3e-4 of the largest one at 32x32 and 2.8e-3 at 64x64 on two threads (Intel Xeons, 2026-12-01/02): rounding, not
         # another function (a wrong sign or a missing term moves them by O(1)); the test checks parameters after Adam.
         if max(figures["max_relative_difference_from_eager"] for figures in report.values()) > COMPILED_TOLERANCE:
           print(f"  {name} disagrees with PyTorch eager on the same inputs: not timed")
@@ -356,15 +356,14 @@ def main(argv):
   times: dict[str, dict[str, list[float]]] = {framework: {kind: [] for kind in STEP_KINDS} for framework in frameworks}
   for kind in STEP_KINDS:
     calls = _ITERATIONS.value if kind == "iteration" else _STEPS.value
-    for steps in frameworks.values():
-      steps.run(kind)  # warm-up: first-call allocations, oneDNN primitive creation
     for block in range(_ROUNDS.value):
       block_calls = calls // _ROUNDS.value + (block < calls % _ROUNDS.value)
       if not block_calls:
         continue
       for framework, steps in frameworks.items():
-        # Untimed: the first call after another framework's block finds cold caches and sleeping thread pools
-        # (JAX's 32x32 generator step ran 5-15% slower in it, Intel Xeon, 2026-12-02); training runs one framework.
+        # Untimed: the very first call allocates and creates oneDNN primitives, and the first after another
+        # framework's block finds cold caches and sleeping thread pools (JAX's 32x32 generator step ran 5-15%
+        # slower in it, Intel Xeon, 2026-12-02); training runs one framework.
         steps.run(kind)
         times[framework][kind] += _call_times(lambda: steps.run(kind), block_calls)
   peaks.append(matmul_peak_gflops())
