@@ -38,7 +38,8 @@ The steps mirror ``wgan_gp_jax.train``: a critic update is the WGAN-GP loss on
 ``concat(real, fake)`` plus ``gp_weight`` times the penalty at random
 interpolates (double backward through ``torch.autograd.grad(create_graph=True)``)
 and one Adam step; a generator update is ``-mean D(G(z))`` and one Adam step.
-Adam is PyTorch's fused CPU implementation.
+Adam is PyTorch's fused implementation. ``WGANGP(device=...)`` puts the networks on another device (``"cuda"``);
+images and latents then live there too.
 
 Each update can run compiled (``compiled=True``): the forward and backward
 passes, the critic's with the penalty's double backward, as one ``torch.compile``
@@ -157,7 +158,7 @@ def to_torch_images(images: Any) -> torch.Tensor:
 
 def from_torch_images(images: torch.Tensor) -> np.ndarray:
   """The generator's output (or ``to_torch_images``') -> NHWC images in their usual order."""
-  return torch.flip(images.detach(), SPATIAL).permute(0, 2, 3, 1).numpy()
+  return torch.flip(images.detach().cpu(), SPATIAL).permute(0, 2, 3, 1).numpy()
 
 
 def _adam(parameters, learning_rate: float, b1: float, b2: float) -> torch.optim.Adam:
@@ -213,15 +214,18 @@ class WGANGP:
   forward and backward passes (the critic's with the penalty's double backward)
   as one ``torch.compile`` graph per thread setting, falling back to eager with
   the reason in ``compile_outcome`` where that does not compile. Adam's step is
-  PyTorch's fused CPU kernel either way.
+  PyTorch's fused kernel either way. ``device``: where the networks, their
+  optimizer states and the random inputs of the updates live.
   """
 
   def __init__(self, resolution: int, channels: int, width: int, latent_dim: int, *, gp_weight: float = 10.0,
-               learning_rate: float = 1e-4, b1: float = 0.0, b2: float = 0.9):
+               learning_rate: float = 1e-4, b1: float = 0.0, b2: float = 0.9, device: str = "cpu"):
     self.latent_dim = latent_dim
     self.gp_weight = gp_weight
-    self.generator = Generator(resolution, channels, width, latent_dim).to(memory_format=torch.channels_last)
-    self.critic = Critic(resolution, channels, width).to(memory_format=torch.channels_last)
+    self.device = torch.device(device)
+    self.generator = Generator(resolution, channels, width, latent_dim).to(self.device,
+                                                                           memory_format=torch.channels_last)
+    self.critic = Critic(resolution, channels, width).to(self.device, memory_format=torch.channels_last)
     self.generator_optimizer = _adam(self.generator.parameters(), learning_rate, b1, b2)
     self.critic_optimizer = _adam(self.critic.parameters(), learning_rate, b1, b2)
     self._compiled: dict[tuple[str, int], _Compiled] = {}
@@ -283,13 +287,15 @@ class WGANGP:
     """One critic update on a real batch (fresh fakes and interpolation coefficients); returns the loss."""
     batch_size = real.shape[0]
     loss, gradients = self.gradient_function("critic", compiled)(
-        real, torch.randn(batch_size, self.latent_dim), torch.rand(batch_size, 1, 1, 1))
+        real, torch.randn(batch_size, self.latent_dim, device=self.device),
+        torch.rand(batch_size, 1, 1, 1, device=self.device))
     self._adam_step(self.critic_optimizer, self.critic.parameters(), gradients)
     return loss
 
   def generator_update(self, batch_size: int, *, compiled: bool = False) -> torch.Tensor:
     """One generator update (the critic is not updated); returns the loss."""
-    loss, gradients = self.gradient_function("generator", compiled)(torch.randn(batch_size, self.latent_dim))
+    loss, gradients = self.gradient_function("generator", compiled)(
+        torch.randn(batch_size, self.latent_dim, device=self.device))
     self._adam_step(self.generator_optimizer, self.generator.parameters(), gradients)
     return loss
 

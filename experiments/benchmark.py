@@ -33,6 +33,11 @@ round's first call untimed), and the speed ratio is quoted against the fastest
 PyTorch variant of each step (on a loaded machine one thread can beat two).
 ``--json FILE`` writes everything, with the machine, versions and load averages.
 Without PyTorch, ``--compare torch`` exits with one line that says what to install.
+
+On a GPU (JAX's default backend ``gpu``) PyTorch runs on CUDA, there are no thread variants, every timed call waits
+for the device, and both frameworks compute in full float32 (no TF32: JAX's default matmul precision is set to
+``highest``, PyTorch's TF32 switches off), the function the losses are checked on. ``benchmarks/gpu_benchmark.sh``
+runs the GPU set (32 and 64 px, batch 64 and 512).
 """
 
 import json
@@ -81,6 +86,15 @@ def import_torch_reference():
     raise SystemExit(TORCH_MISSING) from None
   from benchmarks import torch_dcgan
   return torch, torch_dcgan
+
+
+def on_gpu() -> bool:
+  return jax.default_backend() == "gpu"
+
+
+def torch_device() -> str:
+  """Where PyTorch runs: on CUDA when JAX runs on a GPU, so that both use the same processor."""
+  return "cuda" if on_gpu() else "cpu"
 
 
 def _call_times(fn: Callable[[], Any], calls: int) -> list[float]:
@@ -187,11 +201,12 @@ class TorchSteps:
     self.torch_dcgan = torch_dcgan
     self.model = torch_dcgan.WGANGP(config.data.resolution, config.data.channels, config.model.width,
                                     config.model.latent_dim, gp_weight=config.objective.gp_weight,
-                                    learning_rate=optimizer["learning_rate"], b1=optimizer["b1"], b2=optimizer["b2"])
+                                    learning_rate=optimizer["learning_rate"], b1=optimizer["b1"], b2=optimizer["b2"],
+                                    device=torch_device())
     state = jax.device_get(jax_steps.state)
     torch_dcgan.load_flax_params(self.model.generator, self.model.critic, state.generator_params,
                                  state.generator_batch_stats, state.critic_params)
-    self.real = [torch_dcgan.to_torch_images(batch) for batch in np.asarray(jax_steps.real)]
+    self.real = [torch_dcgan.to_torch_images(batch).to(self.model.device) for batch in np.asarray(jax_steps.real)]
     self.batch_size = config.batch_size
     self.threads = threads
     self.compiled = compiled
@@ -204,7 +219,7 @@ class TorchSteps:
     return other
 
   def describe(self) -> dict[str, Any]:
-    return {"compiled": self.compiled, "threads": self.threads}
+    return {"compiled": self.compiled, "threads": self.threads, "device": str(self.model.device)}
 
   def run(self, name: str) -> None:
     self._torch.set_num_threads(self.threads)
@@ -214,6 +229,8 @@ class TorchSteps:
       self.model.generator_update(self.batch_size, compiled=self.compiled)
     else:
       self.model.iteration(self.real, compiled=self.compiled)
+    if self.model.device.type == "cuda":
+      self._torch.cuda.synchronize()
 
   def compile_and_compare(self) -> dict[str, Any]:
     """Compiles this variant's two gradient functions (their first calls) and compares them with eager.
@@ -227,8 +244,8 @@ class TorchSteps:
     torch.set_num_threads(self.threads)
     model = self.model
     generator = torch.Generator().manual_seed(5)
-    z = torch.randn(self.batch_size, model.latent_dim, generator=generator)
-    t = torch.rand(self.batch_size, 1, 1, 1, generator=generator)
+    z = torch.randn(self.batch_size, model.latent_dim, generator=generator).to(model.device)
+    t = torch.rand(self.batch_size, 1, 1, 1, generator=generator).to(model.device)
     inputs = {"critic": (self.real[0], z, t), "generator": (z,)}
     report = {}
     for name, args in inputs.items():
@@ -263,10 +280,10 @@ def check_same_losses(config, models: Models, jax_steps: JaxSteps, torch_steps: 
   t = jax.random.uniform(penalty_key, (config.batch_size,) + (1,) * len(models.sample_shape), jnp.float32)
 
   model = torch_steps.model
-  torch_z = torch.from_numpy(np.array(z))
+  torch_z = torch.from_numpy(np.array(z)).to(model.device)
   torch_fake = model.generator(torch_z).detach()
   torch_critic_loss, torch_metrics = model.critic_loss(
-      torch_steps.real[0], torch_fake, torch.from_numpy(np.array(t)).permute(0, 3, 1, 2))
+      torch_steps.real[0], torch_fake, torch.from_numpy(np.array(t)).permute(0, 3, 1, 2).to(model.device))
   torch_generator_loss = model.generator_loss(torch_z)
   pairs = {
       "critic_loss": (critic_loss, torch_critic_loss),
@@ -290,7 +307,8 @@ def _machine() -> dict[str, Any]:
     if module is not None:
       versions[package] = getattr(module, "__version__", "?")
   return {"cpu": host.cpu_info(), "platform": platform.platform(),
-          "devices": [str(device) for device in jax.devices()], "versions": versions,
+          "devices": [str(device) for device in jax.devices()], "device_kind": jax.devices()[0].device_kind,
+          "default_matmul_precision": str(jax.config.jax_default_matmul_precision), "versions": versions,
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
@@ -302,6 +320,12 @@ def main(argv):
   config = _CONFIG.value
   if _COMPARE.value == "torch" and config.model.dtype != "float32":
     raise app.UsageError("--compare torch times the float32 models; drop --config.model.dtype")
+  if on_gpu():
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if _COMPARE.value == "torch":
+      torch, _ = import_torch_reference()
+      torch.backends.cuda.matmul.allow_tf32 = False
+      torch.backends.cudnn.allow_tf32 = False
   models = build_models(config)
   batch_size, n_critic = config.batch_size, config.n_critic
   images = {"critic": batch_size, "generator": batch_size, "iteration": (n_critic + 1) * batch_size}
@@ -324,8 +348,9 @@ def main(argv):
     results["loss_relative_differences"] = check_same_losses(config, models, jax_steps, frameworks["torch"])
     # On a loaded machine OpenMP's static split waits for its slowest thread, and PyTorch on one
     # thread can beat PyTorch on all: every variant runs on both, and the comparison is with the fastest.
-    thread_settings = [("", threads)] + ([("_1thread", 1)] if threads > 1 else [])
-    if threads > 1:
+    one_thread_too = threads > 1 and not on_gpu()  # the host's threads matter on the CPU only
+    thread_settings = [("", threads)] + ([("_1thread", 1)] if one_thread_too else [])
+    if one_thread_too:
       frameworks["torch_1thread"] = frameworks["torch"].variant(1, compiled=False)
     if _TORCH_COMPILE.value:
       results["torch_compile"] = {}
