@@ -260,7 +260,7 @@ def test_benchmark_writes_its_figures(tmp_path):
     # Eager on all threads and on one (the compiled variants cost a minute of Inductor's C++ compilation: they are
     # checked in test_compiled_torch_steps_equal_eager).
     threads = figures["torch_threads"]
-    expected = {"torch": {"compiled": False, "threads": threads}}
+    expected = {"torch": {"compiled": False, "threads": threads, "device": "cpu"}}
     if threads > 1:
-      expected.update(torch_1thread={"compiled": False, "threads": 1})
+      expected.update(torch_1thread={"compiled": False, "threads": 1, "device": "cpu"})
     assert figures["torch_variants"] == expected and "torch_compile" not in figures
