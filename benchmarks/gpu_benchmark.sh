@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU set of issue 12: our steps against PyTorch (CUDA) on the same GPU, 32 and 64 px, batch 64 and 512,
-# under 8 minutes on one H100/H200-class GPU. Usage, from the repository root on a machine with a GPU, JAX with CUDA,
+# at most 8 minutes (the four settings' time limits add up to 480 s). Usage, from the repository root on a machine with a GPU, JAX with CUDA,
 # PyTorch with CUDA and this project's requirements:
 #
 #   bash benchmarks/gpu_benchmark.sh OUT_DIR

@@ -206,6 +206,9 @@ class TorchSteps:
     state = jax.device_get(jax_steps.state)
     torch_dcgan.load_flax_params(self.model.generator, self.model.critic, state.generator_params,
                                  state.generator_batch_stats, state.critic_params)
+    if self.model.device.type == "cuda":  # float32 products, as JAX's at precision "highest"
+      torch.backends.cuda.matmul.allow_tf32 = False
+      torch.backends.cudnn.allow_tf32 = False
     self.real = [torch_dcgan.to_torch_images(batch).to(self.model.device) for batch in np.asarray(jax_steps.real)]
     self.batch_size = config.batch_size
     self.threads = threads
@@ -321,11 +324,7 @@ def main(argv):
   if _COMPARE.value == "torch" and config.model.dtype != "float32":
     raise app.UsageError("--compare torch times the float32 models; drop --config.model.dtype")
   if on_gpu():
-    jax.config.update("jax_default_matmul_precision", "highest")
-    if _COMPARE.value == "torch":
-      torch, _ = import_torch_reference()
-      torch.backends.cuda.matmul.allow_tf32 = False
-      torch.backends.cudnn.allow_tf32 = False
+    jax.config.update("jax_default_matmul_precision", "highest")  # float32 as PyTorch's (TF32 off in TorchSteps)
   models = build_models(config)
   batch_size, n_critic = config.batch_size, config.n_critic
   images = {"critic": batch_size, "generator": batch_size, "iteration": (n_critic + 1) * batch_size}
