@@ -38,6 +38,9 @@ On a GPU (JAX's default backend ``gpu``) PyTorch runs on CUDA, there are no thre
 for the device, and both frameworks compute in full float32 (no TF32: JAX's default matmul precision is set to
 ``highest``, PyTorch's TF32 switches off), the function the losses are checked on. ``benchmarks/gpu_benchmark.sh``
 runs the GPU set (32 and 64 px, batch 64 and 512).
+
+``--profile STEP`` times no framework: it lists where that compiled step spends its time, operation by operation of
+XLA's program (``experiments/step_profile.py``).
 """
 
 import json
@@ -59,6 +62,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from experiments import step_profile  # noqa: E402
 from wgan_gp_jax import losses  # noqa: E402
 from wgan_gp_jax import train as train_lib  # noqa: E402
 from wgan_gp_jax.models import Models, build_models  # noqa: E402
@@ -69,6 +73,9 @@ _JSON = flags.DEFINE_string("json", None, "Write the figures to this JSON file."
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed critic and generator steps per framework.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed full iterations per framework.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Blocks the timed calls are split into, alternating frameworks.")
+_PROFILE = flags.DEFINE_enum("profile", None, ["critic", "generator", "iteration"],
+                              "Instead of timing the steps, profile this one over --steps calls: every operation of"
+                              " XLA's program with its time (experiments/step_profile.py).")
 _TORCH_COMPILE = flags.DEFINE_boolean("torch_compile", True, "With --compare torch, also time the torch.compile"
                                       " variants (compiling them takes a minute or more).")
 flags.mark_flags_as_required(["config"])
@@ -321,6 +328,15 @@ def main(argv):
   if _COMPARE.value == "torch":
     import_torch_reference()  # before anything slow: without PyTorch, one line and exit
   config = _CONFIG.value
+  if _PROFILE.value:
+    if _COMPARE.value:
+      raise app.UsageError("--profile profiles the JAX step alone; drop --compare")
+    result = step_profile.profile(JaxSteps(config, build_models(config)), _PROFILE.value, _STEPS.value)
+    step_profile.print_profile(result, config, top=30)
+    if _JSON.value:
+      with open(_JSON.value, "w") as file:
+        json.dump({"config": config.to_dict(), **result}, file, indent=1)
+    return
   if _COMPARE.value == "torch" and config.model.dtype != "float32":
     raise app.UsageError("--compare torch times the float32 models; drop --config.model.dtype")
   if on_gpu():

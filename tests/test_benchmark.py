@@ -264,3 +264,29 @@ def test_benchmark_writes_its_figures(tmp_path):
     if threads > 1:
       expected.update(torch_1thread={"compiled": False, "threads": 1, "device": "cpu"})
     assert figures["torch_variants"] == expected and "torch_compile" not in figures
+
+
+def test_profile_times_every_operation_of_the_step_and_sorts_them_by_kind(tmp_path):
+  out = tmp_path / "profile.json"
+  command = [sys.executable, "-m", "experiments.benchmark", "--config", "experiments/configs/bench_dcgan32.py",
+             "--config.data.resolution=8", "--config.model.width=4", "--config.batch_size=8", "--profile=critic",
+             "--steps=2", f"--json={out}"]
+  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"}
+  completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  profile = json.loads(out.read_text())
+  operations = profile["operations"]
+  assert profile["cpu"]["model"] == host.cpu_model() and profile["wall_ms_per_call"] > 0
+  assert sum(operation["share"] for operation in operations) == pytest.approx(1.0)
+  assert sum(profile["kinds_ms_per_call"].values()) == pytest.approx(profile["operations_ms_per_call"])
+  times = [operation["ms_per_call"] for operation in operations]
+  assert times == sorted(times, reverse=True) and times[-1] >= 0
+  # The critic's convolutions are matrix products of im2col patch matrices on the CPU: both kinds were executed.
+  products = [operation for operation in operations if operation["kind"] == "products"]
+  assert any("Conv_0" in operation["source"] for operation in products)
+  assert profile["kinds_ms_per_call"]["products"] > 0 and profile["kinds_ms_per_call"]["patches"] > 0
+  assert all(operation["kind"] != "products" or "dot" in operation["source"] or "conv" in operation["source"].lower()
+             for operation in operations if operation["source"])
+  lines = completed.stdout.strip().splitlines()
+  assert lines[0].startswith("critic step, dcgan 8x8 width 4, batch 8, float32;") and profile["calls"] == 2
+  assert len(lines) == 2 + 4 + 1 + min(30, len(operations))
