@@ -15,9 +15,11 @@ operations' time, the shape it writes and the JAX operation it comes from, and t
 * ``layout``: transposes and copies;
 * ``other loops``: elementwise work, reductions, padding, the optimizer.
 
-On two cores the runtime runs independent operations side by side, so the operations' times add up to more than
-the wall time; pin the process to one core (``taskset -c 0``) to see each operation's own cost. The CPU model is
-printed and written to the JSON: these shares, like every speed figure, belong to one machine.
+The runtime runs independent operations side by side on its threads (also when the process is pinned to one core),
+so the operations' times add up to more than the wall time, and an operation that waits for a core is charged the
+wait: the shares are of the operations' summed time, a guide to where to look; a conclusion about one operation
+needs it timed alone. The CPU model is printed and written to the JSON: these shares, like every speed figure,
+belong to one machine.
 """
 
 import collections
