@@ -62,10 +62,12 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import step_profile  # noqa: E402
+from experiments import cli, step_profile  # noqa: E402
 from wgan_gp_jax import losses  # noqa: E402
 from wgan_gp_jax import train as train_lib  # noqa: E402
 from wgan_gp_jax.models import Models, build_models  # noqa: E402
+
+STEP_KINDS = ("critic", "generator", "iteration")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _COMPARE = flags.DEFINE_enum("compare", None, ["torch"], "Also time this framework's implementation.")
@@ -73,14 +75,12 @@ _JSON = flags.DEFINE_string("json", None, "Write the figures to this JSON file."
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed critic and generator steps per framework.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed full iterations per framework.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Blocks the timed calls are split into, alternating frameworks.")
-_PROFILE = flags.DEFINE_enum("profile", None, ["critic", "generator", "iteration"],
+_PROFILE = flags.DEFINE_enum("profile", None, list(STEP_KINDS),
                               "Instead of timing the steps, profile this one over --steps calls: every operation of"
                               " XLA's program with its time (experiments/step_profile.py).")
 _TORCH_COMPILE = flags.DEFINE_boolean("torch_compile", True, "With --compare torch, also time the torch.compile"
                                       " variants (compiling them takes a minute or more).")
 flags.mark_flags_as_required(["config"])
-
-STEP_KINDS = ("critic", "generator", "iteration")
 TORCH_MISSING = "--compare torch needs PyTorch: pip install -r requirements-torch.txt"
 COMPILED_TOLERANCE = 1e-2  # largest relative difference between a torch.compile'd step and eager that is timed
 
@@ -325,12 +325,14 @@ def _machine() -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _PROFILE.value and _COMPARE.value:
+    raise app.UsageError("--profile profiles the JAX step alone; drop --compare")
+  if _PROFILE.value and _STEPS.value < 1:
+    raise app.UsageError(f"--profile needs --steps of at least 1, got {_STEPS.value}")
   if _COMPARE.value == "torch":
     import_torch_reference()  # before anything slow: without PyTorch, one line and exit
   config = _CONFIG.value
   if _PROFILE.value:
-    if _COMPARE.value:
-      raise app.UsageError("--profile profiles the JAX step alone; drop --compare")
     result = step_profile.profile(JaxSteps(config, build_models(config)), _PROFILE.value, _STEPS.value)
     step_profile.print_profile(result, config, top=30)
     if _JSON.value:
@@ -454,4 +456,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -290,3 +290,18 @@ def test_profile_times_every_operation_of_the_step_and_sorts_them_by_kind(tmp_pa
   lines = completed.stdout.strip().splitlines()
   assert lines[0].startswith("critic step, dcgan 8x8 width 4, batch 8, float32;") and profile["calls"] == 2
   assert len(lines) == 2 + 4 + 1 + min(30, len(operations))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--profile=critic", "--steps=0"], "--profile needs --steps of at least 1, got 0"),
+    (["--profile=critic", "--compare=torch"], "--profile profiles the JAX step alone; drop --compare"),
+    (["--compare=torch", "--config.model.dtype=bfloat16"],
+     "--compare torch times the float32 models; drop --config.model.dtype"),
+    (["--config.model.widht=8"], "--config.model.widht: unknown config key 'model.widht'; the nearest valid key is 'model.width'"),
+])
+def test_benchmark_mistakes_are_one_line_and_exit_status_2(flags, message):
+  completed = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--config",
+                              "experiments/configs/bench_dcgan32.py", *flags], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=300)
+  assert completed.returncode == 2 and completed.stdout == ""
+  assert completed.stderr.strip().splitlines() == [f"error: {message}"]
