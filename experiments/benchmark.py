@@ -137,9 +137,9 @@ def _compiled_figures(compiled, num_devices: int) -> dict[str, float]:
 
 
 class JaxSteps:
-  """The three programs, compiled, with their state and device-resident data."""
+  """The three programs (or those of ``kinds``), compiled, with their state and device-resident data."""
 
-  def __init__(self, config, models: Models):
+  def __init__(self, config, models: Models, kinds: tuple[str, ...] = STEP_KINDS):
     self.config = config
     batch_size, n_critic = config.batch_size, config.n_critic
     mesh = train_lib.make_mesh(config.num_devices or None)
@@ -167,14 +167,16 @@ class JaxSteps:
         "generator": (jax.jit(generator_step, donate_argnums=0), (self.state, key)),
         "iteration": (train_lib.compile_train_iteration(config, models, mesh), (self.state, self.real)),
     }
-    for name, (jitted, args) in programs.items():
+    for name in kinds:
+      jitted, args = programs[name]
       start = time.perf_counter()
       self.compiled[name] = jitted.lower(*args).compile()
       self.compile_seconds[name] = time.perf_counter() - start
       self.figures[name] = _compiled_figures(self.compiled[name], mesh.size)
-    # XLA's cost analysis counts a loop body once: the iteration runs the critic's n_critic times.
-    self.figures["iteration"]["flops"] = (
-        n_critic * self.figures["critic"]["flops"] + self.figures["generator"]["flops"])
+    if set(kinds) == set(STEP_KINDS):
+      # XLA's cost analysis counts a loop body once: the iteration runs the critic's n_critic times.
+      self.figures["iteration"]["flops"] = (
+          n_critic * self.figures["critic"]["flops"] + self.figures["generator"]["flops"])
     self._key = key
 
   def run(self, name: str) -> None:
@@ -329,18 +331,17 @@ def main(argv):
     raise app.UsageError("--profile profiles the JAX step alone; drop --compare")
   if _PROFILE.value and _STEPS.value < 1:
     raise app.UsageError(f"--profile needs --steps of at least 1, got {_STEPS.value}")
-  if _COMPARE.value == "torch":
-    import_torch_reference()  # before anything slow: without PyTorch, one line and exit
   config = _CONFIG.value
-  if _PROFILE.value:
-    result = step_profile.profile(JaxSteps(config, build_models(config)), _PROFILE.value, _STEPS.value)
-    step_profile.print_profile(result, config, top=30)
-    if _JSON.value:
-      with open(_JSON.value, "w") as file:
-        json.dump({"config": config.to_dict(), **result}, file, indent=1)
-    return
   if _COMPARE.value == "torch" and config.model.dtype != "float32":
     raise app.UsageError("--compare torch times the float32 models; drop --config.model.dtype")
+  if _COMPARE.value == "torch":
+    import_torch_reference()  # before anything slow: without PyTorch, one line and exit
+  if _PROFILE.value:
+    steps = JaxSteps(config, build_models(config), kinds=(_PROFILE.value,))
+    result = {"config": config.to_dict(), **step_profile.profile(steps, _PROFILE.value, _STEPS.value)}
+    step_profile.print_profile(result, config, top=30)
+    _write_json(result)
+    return
   if on_gpu():
     jax.config.update("jax_default_matmul_precision", "highest")  # float32 as PyTorch's (TF32 off in TorchSteps)
   models = build_models(config)
@@ -450,6 +451,10 @@ def main(argv):
   print(f"process peak RSS {results['max_rss_bytes'] / 2**20:.0f} MiB "
         f"(JAX alone, after compiling: {results['jax_max_rss_bytes_after_compile'] / 2**20:.0f} MiB); "
         f"load average {results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
+  _write_json(results)
+
+
+def _write_json(results: dict[str, Any]) -> None:
   if _JSON.value:
     with open(_JSON.value, "w") as file:
       json.dump(results, file, indent=1)
