@@ -18,7 +18,10 @@ iteration, so that it compares with the single steps), compile times, XLA's
 memory footprint, the FLOPs XLA counts in each program (for the iteration
 ``n_critic`` critic steps plus a generator step: XLA counts a loop body once)
 and the GFLOP/s they imply as a fraction of the float32 matmul peak measured in
-the same run.
+the same run. Every framework's GFLOP/s is that one count over its own time: a
+rate of the same function, not of each framework's arithmetic (on XLA:CPU the
+convolutions that ``conv`` computes by Winograd count their products and
+transforms, 2.5-4x fewer than a direct convolution's).
 
 ``--compare torch`` loads the same weights into ``benchmarks.torch_dcgan`` (the
 fastest formulation of the same function in PyTorch), checks that both compute

@@ -92,6 +92,34 @@ def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(height, 
                  x, w)
 
 
+# Shapes XLA:CPU computes by Winograd F(4, 3) on the space-to-depth grid (conv._winograd_pays: float32, 64 channels
+# on the high-resolution side, outputs of 8x8 or more): the DCGAN's 5x5 stride 2 and the ResNet's 3x3 stride 1.
+WINOGRAD_CASES = [(16, 15, 5, 2), (8, 9, 3, 1)]
+
+
+def _uses_winograd(fn, *args) -> bool:
+  """Whether the CPU program of ``fn`` has batched products (only the Winograd faces make them)."""
+  return "batching_dims" in jax.jit(fn).lower(*args).as_text()
+
+
+@pytest.mark.parametrize("height, width, kernel, stride", WINOGRAD_CASES)
+def test_winograd_conv2d_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride):
+  x, w = _random(0, (2, height, width, 64)), _random(1, (kernel, kernel, 64, 4)) / 8
+  mine = lambda x, w: conv.conv2d(x, w, (stride, stride))
+  assert _uses_winograd(mine, x, w) and not _uses_winograd(mine, x[..., :32], w[:, :, :32])
+  _check_against(mine, lambda x, w: _lax_conv(x, w, (stride, stride), "SAME"), x, w)
+
+
+@pytest.mark.parametrize("height, width, kernel, stride", WINOGRAD_CASES)
+def test_winograd_conv2d_transpose_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride):
+  low_height, low_width = -(-height // stride), -(-width // stride)
+  x, w = _random(0, (2, low_height, low_width, 4)), _random(1, (kernel, kernel, 4, 64)) / 2
+  mine = lambda x, w: conv.conv2d_transpose(x, w, (stride, stride))
+  assert _uses_winograd(mine, x, w)
+  _check_against(mine, lambda x, w: lax.conv_transpose(x, w, (stride, stride), "SAME",
+                                                       dimension_numbers=DIMENSION_NUMBERS), x, w)
+
+
 def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
   """``weight(x, y)`` is the kernel gradient, and its own derivatives are scatter and correlate."""
   x, w = _random(0, (2, 9, 8, 3)), _random(1, (5, 5, 3, 4))

@@ -1,4 +1,5 @@
-"""Winograd convolutions: exact algebra in float64, float32 error bounds, and the Inception layers that use them."""
+"""Winograd convolutions: exact algebra in float64, float32 error bounds, the Inception layers that use them, and the
+three training faces on the space-to-depth grid."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ from jax import lax
 import numpy as np
 import pytest
 
-from wgan_gp_jax import winograd
+from wgan_gp_jax import conv, winograd
 from wgan_gp_jax.metrics import inception
 
 
@@ -112,3 +113,48 @@ def test_every_inception_convolution_on_the_cpu_path_equals_the_native_one(monke
     native = jax.jit(inception._native_conv, static_argnums=(2, 3))(x, w, stride, padding)
     np.testing.assert_allclose(cpu, native, rtol=0, atol=2e-5 * np.abs(native).max(),
                                err_msg=f"stride {stride}, kernel {kernel}, padding {padding}")
+
+
+# The training faces: (input H, W), kernel, stride, padding. Every kernel here has ceil(k / s) == 3 taps per stride.
+_TRAINING_CASES = [
+    ((16, 16), 5, 2, "SAME"),  # the DCGAN layers
+    ((9, 7), 5, 2, "SAME"),  # odd sizes: the last tile overhangs the output
+    ((10, 11), 3, 1, "SAME"),  # the ResNet layers
+    ((9, 9), 5, 2, "VALID"),
+    ((8, 8), 3, 1, ((2, 0), (1, 3))),  # asymmetric padding
+    ((13, 10), 6, 2, "SAME"),  # an even kernel
+]
+
+
+def _training_faces_and_references(size, kernel, stride, padding, dtype):
+  rng = np.random.default_rng(sum(size) + kernel)
+  geometry = conv.conv_geometry(size, (kernel, kernel), (stride, stride), padding)
+  x = rng.standard_normal((2, *size, 5)).astype(dtype)
+  w = (rng.standard_normal((kernel, kernel, 5, 4)) / np.sqrt(kernel * kernel * 5)).astype(dtype)
+  y = rng.standard_normal((2, geometry.height.low_size, geometry.width.low_size, 4)).astype(dtype)
+  pairs = [(winograd.correlate, conv._correlate_native, (x, w)), (winograd.scatter, conv._scatter_native, (y, w)),
+           (winograd.weight, conv._weight_native, (x, y))]
+  return [(jax.jit(mine, static_argnums=2)(*args, geometry), jax.jit(reference, static_argnums=2)(*args, geometry))
+          for mine, reference, args in pairs]
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", _TRAINING_CASES)
+def test_training_faces_equal_the_convolution_and_its_transposes_in_float64(size, kernel, stride, padding):
+  assert winograd.fits(conv.conv_geometry(size, (kernel, kernel), (stride, stride), padding))
+  with jax.enable_x64(True):
+    for got, expected in _training_faces_and_references(size, kernel, stride, padding, np.float64):
+      assert got.dtype == jnp.float64 and got.shape == expected.shape
+      np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
+def test_training_faces_float32_error_is_a_few_ulps_of_the_largest_entry():
+  for got, expected in _training_faces_and_references((16, 16), 5, 2, "SAME", np.float32):
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+def test_training_faces_refuse_kernels_of_other_tap_counts():
+  geometry = conv.conv_geometry((8, 8), (4, 4), (2, 2), "SAME")  # ceil(4 / 2) = 2 taps per stride
+  assert not winograd.fits(geometry)
+  with pytest.raises(ValueError, match="ceil\\(kernel / stride\\) == 3"):
+    winograd.correlate(jnp.zeros((1, 8, 8, 2)), jnp.zeros((4, 4, 2, 3)), geometry)

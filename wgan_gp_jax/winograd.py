@@ -354,7 +354,8 @@ def weight(x: jax.Array, y: jax.Array, geometry) -> jax.Array:
   """``conv.weight(x, y, geometry)``: the weight gradient, by F(4, 3) on the grid."""
   (_, th, _), (_, tw, _) = _grid(geometry)
   y_transformed = _output_transform_transpose(y, (th, tw))  # (36, N t_h t_w, D)
-  # Contract the tiles as a row-major product (D x tiles) @ (tiles x s^2 C), as conv's weight gradient does.
+  # XLA folds both transposes into the batched product. Unlike conv's unbatched weight gradient, this is the faster
+  # form: making this product and scatter's row-major with barriers made the 64x64 steps 0.85-0.94x as fast.
   products = lax.dot_general(y_transformed.transpose(0, 2, 1), _transformed_input(x, geometry),
                              (((2,), (1,)), ((0,), (0,))))  # (36, D, s^2 C)
   kernel_shape = (geometry.height.kernel, geometry.width.kernel, x.shape[-1], y.shape[-1])
