@@ -93,7 +93,8 @@ def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(height, 
 
 
 # Shapes XLA:CPU computes by Winograd F(4, 3) on the space-to-depth grid (conv._winograd_pays: float32, 64 channels
-# on the high-resolution side, outputs of 8x8 or more): the DCGAN's 5x5 stride 2 and the ResNet's 3x3 stride 1.
+# on the high-resolution side, 32 for the input gradient, outputs of 8x8 or more): the DCGAN's 5x5 stride 2 and the
+# ResNet's 3x3 stride 1.
 WINOGRAD_CASES = [(16, 15, 5, 2), (8, 9, 3, 1)]
 
 
@@ -118,6 +119,16 @@ def test_winograd_conv2d_transpose_matches_lax_with_first_and_second_derivatives
   assert _uses_winograd(mine, x, w)
   _check_against(mine, lambda x, w: lax.conv_transpose(x, w, (stride, stride), "SAME",
                                                        dimension_numbers=DIMENSION_NUMBERS), x, w)
+
+
+@pytest.mark.parametrize("height, width, kernel, stride", WINOGRAD_CASES)
+def test_winograd_takes_the_input_gradient_from_32_channels_and_the_other_faces_from_64(height, width, kernel, stride):
+  x, w = _random(0, (2, height, width, 32)), _random(1, (kernel, kernel, 32, 4)) / 8
+  mine = lambda x, w: conv.conv2d(x, w, (stride, stride))
+  input_gradient = lambda x, w: jax.grad(lambda x: jnp.sum(jnp.sin(mine(x, w))))(x)
+  weight_gradient = lambda x, w: jax.grad(lambda w: jnp.sum(jnp.sin(mine(x, w))))(w)
+  assert _uses_winograd(input_gradient, x, w) and not _uses_winograd(weight_gradient, x, w)
+  _check_against(mine, lambda x, w: _lax_conv(x, w, (stride, stride), "SAME"), x, w)
 
 
 def test_weight_is_the_third_face_and_differentiates_to_the_other_two():

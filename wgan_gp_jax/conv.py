@@ -31,8 +31,9 @@ is one matrix product plus data movement on XLA:CPU:
 * ``weight``: ``y`` transposed times the patch matrix.
 
 Kernels of three taps per stride (5x5 stride 2, 3x3 stride 1) with 64 or more
-input channels take Winograd's ``F(4, 3)`` on the space-to-depth grid instead
-(``winograd.correlate``, ``scatter``, ``weight``; float32 only): 2.8x fewer
+input channels (32 or more for the input gradient) take Winograd's ``F(4, 3)``
+on the space-to-depth grid instead (``winograd.correlate``, ``scatter``,
+``weight``; float32 only): 2.8x fewer
 multiplications than im2col for the 5x5 stride-2 kernels, 4x for the 3x3 ones,
 and tiles a third the size of the patch matrices (``_winograd_pays`` says where
 this was measured to pay).
@@ -226,15 +227,17 @@ def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array
       (-width.low_padding, width.high_size + width.low_padding - padded.shape[2], 0), (0, 0, 0)])
 
 
-def _winograd_pays(channels: int, geometry: Geometry, dtype) -> bool:
+def _winograd_pays(channels: int, geometry: Geometry, dtype, *, min_channels: int = 64) -> bool:
   """Whether the F(4, 3) faces (``winograd.correlate`` etc.) beat im2col for a convolution with ``channels`` inputs.
 
   Measured in the compiled training steps (Intel Xeon model 167, 2026-12-02): the 64x64 DCGAN steps 1.35-1.49x
   faster and the ResNet ones 2-2.8x, the 32x32 width-32 DCGAN ones no faster with them (16x16x32 inputs) and 5-12%
   slower with them on its 8x8x64 inputs, whose four 4x4 outputs are one tile each: the transforms then cost more than
-  the products they save. float32 only: F(4, 3)'s transforms would amplify bfloat16's rounding.
+  the products they save. The input gradient alone pays from 32 channels (``min_channels``; 2026-12-03: the 32x32
+  width-32 critic step 1.05-1.07x, iteration 1.04-1.06x, generator step 0.98-1.00x). float32 only: F(4, 3)'s
+  transforms would amplify bfloat16's rounding.
   """
-  return (dtype == jnp.float32 and winograd.fits(geometry) and channels >= 64
+  return (dtype == jnp.float32 and winograd.fits(geometry) and channels >= min_channels
           and (geometry.height.low_size >= 8 or channels >= 256))
 
 
@@ -245,7 +248,7 @@ def _correlate_cpu(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
 
 
 def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
-  if _winograd_pays(w.shape[2], geometry, y.dtype):
+  if _winograd_pays(w.shape[2], geometry, y.dtype, min_channels=32):
     return winograd.scatter(y, w, geometry)
   return _scatter_matmul(y, w, geometry)
 
