@@ -33,10 +33,9 @@ is one matrix product plus data movement on XLA:CPU:
 Kernels of three taps per stride (5x5 stride 2, 3x3 stride 1) with 64 or more
 input channels (32 or more for the input gradient) take Winograd's ``F(4, 3)``
 on the space-to-depth grid instead (``winograd.correlate``, ``scatter``,
-``weight``; float32 only): 2.8x fewer
-multiplications than im2col for the 5x5 stride-2 kernels, 4x for the 3x3 ones,
-and tiles a third the size of the patch matrices (``_winograd_pays`` says where
-this was measured to pay).
+``weight``; float32 only): 2.8x fewer multiplications than im2col for the 5x5
+stride-2 kernels, 4x for the 3x3 ones, and tiles a third the size of the patch
+matrices (``_winograd_pays`` says where this was measured to pay).
 
 XLA:CPU turns its native strided and transposed convolutions and their
 gradients into slow loops (a few GFLOP/s), while matrix products run near the
