@@ -232,8 +232,8 @@ def _winograd_pays(channels: int, geometry: Geometry, dtype, *, min_channels: in
   Measured in the compiled training steps (Intel Xeon model 167, 2026-12-02): the 64x64 DCGAN steps 1.35-1.49x
   faster and the ResNet ones 2-2.8x, the 32x32 width-32 DCGAN ones no faster with them (16x16x32 inputs) and 5-12%
   slower with them on its 8x8x64 inputs, whose four 4x4 outputs are one tile each: the transforms then cost more than
-  the products they save. The input gradient alone pays from 32 channels (``min_channels``; 2026-12-03: the 32x32
-  width-32 critic step 1.05-1.07x, iteration 1.04-1.06x, generator step 0.98-1.00x). float32 only: F(4, 3)'s
+  the products they save. The input gradient alone pays from 32 channels (``min_channels``; 2026-12-02 and 03: the
+  32x32 width-32 critic step 1.05-1.07x, iteration 1.04-1.06x, generator step 0.98-1.00x). float32 only: F(4, 3)'s
   transforms would amplify bfloat16's rounding.
   """
   return (dtype == jnp.float32 and winograd.fits(geometry) and channels >= min_channels
