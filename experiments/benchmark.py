@@ -66,7 +66,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from experiments import cli, step_profile  # noqa: E402
-from wgan_gp_jax import losses  # noqa: E402
+from wgan_gp_jax import losses, onednn  # noqa: E402
 from wgan_gp_jax import train as train_lib  # noqa: E402
 from wgan_gp_jax.models import Models, build_models  # noqa: E402
 
@@ -126,17 +126,25 @@ def matmul_peak_gflops(size: int = 2048, calls: int = 7) -> float:
   return 2 * size**3 / best / 1e9
 
 
-def _compiled_figures(compiled, num_devices: int) -> dict[str, float]:
-  """FLOPs of the whole program (XLA counts one device's partition) and one device's memory."""
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+def _compiled_figures(compiled) -> dict[str, float]:
+  """One device's memory."""
   memory = compiled.memory_analysis()
-  figures = {"flops": num_devices * float(cost.get("flops", 0.0)) if cost else 0.0}
-  if memory is not None:
-    figures["xla_memory_bytes"] = float(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                                        + memory.output_size_in_bytes - memory.alias_size_in_bytes)
-    figures["xla_temp_bytes"] = float(memory.temp_size_in_bytes)
-  return figures
+  if memory is None:
+    return {}
+  return {"xla_memory_bytes": float(memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                                    + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+          "xla_temp_bytes": float(memory.temp_size_in_bytes)}
+
+
+def _products_flops(jitted, args, num_devices: int) -> float:
+  """XLA's FLOP count of the whole program (one device's partition, times the devices) as conv's matrix products
+  compute it: XLA counts nothing for oneDNN's custom calls, so the program is traced again with them off."""
+  with onednn.off():
+    jax.clear_caches()  # jit would reuse its trace with oneDNN's calls
+    cost = jitted.lower(*args).cost_analysis()
+  jax.clear_caches()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return num_devices * float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 class JaxSteps:
@@ -175,7 +183,7 @@ class JaxSteps:
       start = time.perf_counter()
       self.compiled[name] = jitted.lower(*args).compile()
       self.compile_seconds[name] = time.perf_counter() - start
-      self.figures[name] = _compiled_figures(self.compiled[name], mesh.size)
+      self.figures[name] = {"flops": _products_flops(jitted, args, mesh.size), **_compiled_figures(self.compiled[name])}
     if set(kinds) == set(STEP_KINDS):
       # XLA's cost analysis counts a loop body once: the iteration runs the critic's n_critic times.
       self.figures["iteration"]["flops"] = (
@@ -324,7 +332,7 @@ def _machine() -> dict[str, Any]:
   return {"cpu": host.cpu_info(), "platform": platform.platform(),
           "devices": [str(device) for device in jax.devices()], "device_kind": jax.devices()[0].device_kind,
           "default_matmul_precision": str(jax.config.jax_default_matmul_precision), "versions": versions,
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "onednn_convolutions": onednn.version()}
 
 
 def main(argv):
@@ -355,6 +363,9 @@ def main(argv):
   print(f"{config.model.name} {resolution}x{resolution} width {config.model.width}, batch {batch_size}, "
         f"n_critic {n_critic}, {config.model.dtype}, on {jax.devices()[0].platform} (load average"
         f" {os.getloadavg()[0]:.2f})")
+  if jax.default_backend() == "cpu":
+    release = onednn.version()
+    print(f"convolutions: {f'oneDNN {release} and Winograd' if release else 'matrix products (oneDNN off)'}")
 
   peaks = [matmul_peak_gflops()]
   jax_steps = JaxSteps(config, models)

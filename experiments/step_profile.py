@@ -10,6 +10,7 @@ optimized program. It prints the wall time per call, then per operation the mill
 operations' time, the shape it writes and the JAX operation it comes from, and the totals per kind:
 
 * ``products``: fusions that contain a ``dot`` or a ``convolution`` (YNNPACK's or Eigen's matrix products);
+* ``oneDNN``: ``wgan_gp_jax.onednn``'s convolutions (custom calls);
 * ``patches``: the im2col and col2im loops of ``wgan_gp_jax.conv`` (fusions with a concatenation; XLA fuses the
   elementwise work that consumes a col2im, such as an activation's gradient, into it);
 * ``layout``: transposes and copies;
@@ -37,7 +38,7 @@ import jax
 
 from wgan_gp_jax import host
 
-KINDS = ("products", "patches", "layout", "other loops")
+KINDS = ("products", "oneDNN", "patches", "layout", "other loops")
 # Their events span the operations of the computations they run, which have events of their own.
 _CONTROL_FLOW = ("while", "conditional", "call")
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
@@ -73,6 +74,8 @@ def program_instructions(hlo_text: str) -> dict[str, dict[str, str]]:
 
 
 def _kind(name: str, opcode: str, body: str) -> str:
+  if opcode == "custom-call" and "wgan_gp_jax_onednn_" in body:
+    return "oneDNN"
   if opcode in ("dot", "convolution") or re.search(r"= \S+ (dot|convolution)\(", body):
     return "products"
   if "concatenate" in name or re.search(r"= \S+ concatenate\(", body):

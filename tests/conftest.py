@@ -6,6 +6,8 @@ import jax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
+from wgan_gp_jax import onednn
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -73,3 +75,23 @@ def command_env(compilation_cache) -> dict[str, str]:
   the path, and the session's compilation cache."""
   return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+@pytest.fixture
+def products_only():
+  """conv's CPU faces as XLA matrix products (im2col, col2im, Winograd), oneDNN off: machines without oneDNN."""
+  with onednn.off():
+    yield
+
+
+@pytest.fixture(params=["onednn", "products"])
+def cpu_path(request):
+  """Runs a test on both CPU paths of conv: oneDNN's convolutions where they pay (skipped where they cannot be
+  built), and the matrix products alone."""
+  if request.param == "products":
+    with onednn.off():
+      yield request.param
+    return
+  if not onednn.enabled(jax.numpy.float32):
+    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
+  yield request.param

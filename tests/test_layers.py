@@ -1,5 +1,7 @@
 """The matrix-product convolutions are lax's convolutions: values, gradients and the penalty's double backward."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import optax
 import pytest
 from jax import lax
 
-from wgan_gp_jax import configuration, conv, losses
+from wgan_gp_jax import configuration, conv, losses, onednn
 from wgan_gp_jax.models import build_models, dcgan, layers, resnet
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -20,7 +22,7 @@ CONV_CASES = [
     (9, 6, 3, 1, "SAME"),
     (5, 4, 1, 1, "SAME"),
     (10, 7, 4, 2, "SAME"),
-    (9, 9, 3, 3, "VALID"),
+    (10, 11, 3, 3, "VALID"),  # the last row and last two columns are read by no window
     (6, 6, 3, 1, ((2, 0), (1, 3))),
 ]
 TRANSPOSE_CASES = [case for case in CONV_CASES if case[4] in ("SAME", "VALID")]
@@ -78,15 +80,17 @@ def _check_against(mine, reference, x, w):
 
 
 @pytest.mark.parametrize("height, width, kernel, stride, padding", CONV_CASES)
-def test_conv2d_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride, padding):
+def test_conv2d_matches_lax_with_first_and_second_derivatives(cpu_path, height, width, kernel, stride, padding):
   x, w = _random(0, (2, height, width, 3)), _random(1, (kernel, kernel, 3, 4))
   _check_against(lambda x, w: conv.conv2d(x, w, (stride, stride), padding),
                  lambda x, w: _lax_conv(x, w, (stride, stride), padding), x, w)
 
 
 @pytest.mark.parametrize("height, width, kernel, stride, padding", TRANSPOSE_CASES)
-def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(height, width, kernel, stride, padding):
-  x, w = _random(0, (2, height, width, 4)), _random(1, (kernel, kernel, 4, 3))
+def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(cpu_path, height, width, kernel, stride,
+                                                                        padding):
+  # 8 output channels: oneDNN's input gradient (conv._ONEDNN_MIN_SCATTER_CHANNELS); conv2d's above, into 3, is col2im's.
+  x, w = _random(0, (2, height, width, 4)), _random(1, (kernel, kernel, 4, 8))
   _check_against(lambda x, w: conv.conv2d_transpose(x, w, (stride, stride), padding),
                  lambda x, w: lax.conv_transpose(x, w, (stride, stride), padding, dimension_numbers=DIMENSION_NUMBERS),
                  x, w)
@@ -101,6 +105,12 @@ WINOGRAD_CASES = [(16, 15, 5, 2), (8, 9, 3, 1)]
 def _uses_winograd(fn, *args) -> bool:
   """Whether the CPU program of ``fn`` has batched products (only the Winograd faces make them)."""
   return "batching_dims" in jax.jit(fn).lower(*args).as_text()
+
+
+def _onednn_faces(fn, *args) -> list[str]:
+  """The oneDNN faces the CPU program of ``fn`` calls, in order."""
+  text = jax.jit(fn).lower(*args).as_text()
+  return re.findall(r"custom_call @wgan_gp_jax_onednn_(\w+)", text)
 
 
 @pytest.mark.parametrize("height, width, kernel, stride", WINOGRAD_CASES)
@@ -122,13 +132,27 @@ def test_winograd_conv2d_transpose_matches_lax_with_first_and_second_derivatives
 
 
 @pytest.mark.parametrize("height, width, kernel, stride", WINOGRAD_CASES)
-def test_winograd_takes_the_input_gradient_from_32_channels_and_the_other_faces_from_64(height, width, kernel, stride):
+def test_winograd_takes_the_input_gradient_from_32_channels_and_the_other_faces_from_64(products_only, height, width,
+                                                                                        kernel, stride):
   x, w = _random(0, (2, height, width, 32)), _random(1, (kernel, kernel, 32, 4)) / 8
   mine = lambda x, w: conv.conv2d(x, w, (stride, stride))
   input_gradient = lambda x, w: jax.grad(lambda x: jnp.sum(jnp.sin(mine(x, w))))(x)
   weight_gradient = lambda x, w: jax.grad(lambda w: jnp.sum(jnp.sin(mine(x, w))))(w)
   assert _uses_winograd(input_gradient, x, w) and not _uses_winograd(weight_gradient, x, w)
   _check_against(mine, lambda x, w: _lax_conv(x, w, (stride, stride), "SAME"), x, w)
+
+
+@pytest.mark.parametrize("channels, faces", [(3, ["correlate", "weight"]), (32, ["correlate", "scatter", "weight"]),
+                                             (64, [])])
+def test_onednn_takes_the_faces_winograd_does_not_except_the_input_gradient_into_images(channels, faces):
+  """With oneDNN: Winograd keeps its faces (64 channels), oneDNN takes the others, except the input gradient into 3
+  channels (col2im's products were faster)."""
+  if not onednn.enabled(jnp.float32):
+    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
+  x, w = _random(0, (2, 16, 15, channels)), _random(1, (5, 5, channels, 4)) / 8
+  gradients = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv.conv2d(x, w, (2, 2)))), argnums=(0, 1))
+  assert sorted(_onednn_faces(gradients, x, w)) == faces
+  assert _uses_winograd(gradients, x, w) == (channels == 64)
 
 
 def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
@@ -150,16 +174,29 @@ def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
     _assert_close(mine, reference)
 
 
-@pytest.mark.parametrize("implementation", ["matmul", "native"])
-def test_each_platform_implementation_is_the_same_function(implementation):
-  """Both branches of ``platform_dependent`` (matmul on CPU, native convolutions elsewhere) run here."""
-  correlate, scatter, weight = (getattr(conv, f"_{face}_{implementation}") for face in ("correlate", "scatter", "weight"))
-  x, w = _random(0, (2, 9, 7, 3)), _random(1, (5, 5, 3, 4))
-  geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], (2, 2), "SAME")
-  y_bar = _random(2, (2, 5, 4, 4))
+IMPLEMENTATIONS = {
+    "matmul": (conv._correlate_matmul, conv._scatter_matmul, conv._weight_matmul),
+    "native": (conv._correlate_native, conv._scatter_native, conv._weight_native),
+    "onednn": (onednn.correlate, onednn.scatter, onednn.weight),
+}
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("height, width, kernel, stride, padding", [CONV_CASES[0]] + CONV_CASES[3:])
+def test_each_implementation_is_the_same_function(implementation, height, width, kernel, stride, padding):
+  """The CPU's implementations of each face (matmul, oneDNN) and the native convolutions of other platforms, all run
+  here, against lax's convolution and its autodiff; the cases include uneven strides, negative high padding (a tail
+  no window reads) and explicit padding."""
+  if implementation == "onednn" and not onednn.enabled(jnp.float32):
+    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
+  correlate, scatter, weight = IMPLEMENTATIONS[implementation]
+  x, w = _random(0, (2, height, width, 8)), _random(1, (kernel, kernel, 8, 4))
+  strides = (stride, stride)
+  geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], strides, padding)
+  y_bar = _random(2, (2, geometry.height.low_size, geometry.width.low_size, 4))
 
   def faces_and_reference(x, w, y_bar):
-    y, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, (2, 2), "SAME"), x, w)
+    y, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, strides, padding), x, w)
     faces = correlate(x, w, geometry), scatter(y_bar, w, geometry), weight(x, y_bar, geometry)
     return faces, (y, *vjp(y_bar))
 
@@ -167,7 +204,7 @@ def test_each_platform_implementation_is_the_same_function(implementation):
     _assert_close(mine, reference)
 
 
-def test_lowered_cpu_code_has_no_convolution():
+def test_lowered_cpu_code_has_no_convolution(products_only):
   """On XLA:CPU every face, and the penalty's double backward, is matrix products."""
   x, w = _random(0, (2, 8, 8, 3)), _random(1, (5, 5, 3, 4))
   penalty_grad = jax.jit(jax.grad(_penalty, argnums=(1, 2)), static_argnums=0)
@@ -177,7 +214,7 @@ def test_lowered_cpu_code_has_no_convolution():
   assert " convolution(" in reference_hlo
 
 
-def test_cpu_products_are_row_major():
+def test_cpu_products_are_row_major(products_only):
   """Every product of the faces and their derivatives contracts the left operand's minor axis with the right one's
   major axis: XLA:CPU hands other layouts to Eigen's transposed-operand GEMM, which ran the weight gradients at half
   YNNPACK's speed (the 32x32 critic step was 12-14% slower, Intel Xeon, 2026-12-02)."""
@@ -310,7 +347,7 @@ def _use_plain_flax_layers(monkeypatch):
 
 
 @pytest.mark.parametrize("model, resolution", [("dcgan", 16), ("resnet", 16)])
-def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolution):
+def test_models_penalty_gradients_match_plain_flax(cpu_path, monkeypatch, model, resolution):
   """The critic loss and its parameter gradients (double backward) equal those of plain flax layers."""
   config = configuration.override(configuration.default_config("image"), {
       "model.name": model, "model.width": 8, "data.resolution": resolution})
@@ -332,7 +369,7 @@ def test_models_penalty_gradients_match_plain_flax(monkeypatch, model, resolutio
 
 
 @pytest.mark.parametrize("model", ["dcgan", "resnet"])
-def test_generator_outputs_and_gradients_match_plain_flax(monkeypatch, model):
+def test_generator_outputs_and_gradients_match_plain_flax(cpu_path, monkeypatch, model):
   config = configuration.override(configuration.default_config("image"), {
       "model.name": model, "model.width": 8, "data.resolution": 16, "model.latent_dim": 16})
   models = build_models(config)

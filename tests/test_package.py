@@ -49,13 +49,15 @@ def test_pip_install_gives_a_library_that_computes_a_penalty_from_another_folder
       # A linear critic w.x has input gradient w everywhere: the penalty is (||w|| - 1)^2 = (2 - 1)^2.
       w = jnp.array([2.0, 0.0, 0.0])
       penalty = losses.gradient_penalty(lambda x: x @ w, real, fake, jax.random.key(0))
-      print(wgan_gp_jax.__version__, losses.__file__, float(penalty))
+      from wgan_gp_jax import onednn  # its C++ source ships with the package, to be built where oneDNN is installed
+      print(wgan_gp_jax.__version__, losses.__file__, float(penalty), onednn.SOURCE.is_file())
       """)
   environment_variables = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
   ran = subprocess.run([python, "-c", script], cwd=elsewhere, capture_output=True, text=True, timeout=120,
                        env={**environment_variables, "JAX_PLATFORMS": "cpu"})
   assert ran.returncode == 0, ran.stderr
-  version, module_file, penalty = ran.stdout.split()
+  version, module_file, penalty, has_onednn_source = ran.stdout.split()
+  assert has_onednn_source == "True"
   assert version == wgan_gp_jax.__version__
   assert pathlib.Path(module_file).is_relative_to(site_packages), module_file
   assert abs(float(penalty) - 1.0) < 1e-5

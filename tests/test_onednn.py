@@ -1,0 +1,96 @@
+"""oneDNN's convolutions behind XLA FFI: built once into a cache, loaded, off on request, and the same function as
+conv's matrix products (tests/test_layers.py checks values and derivatives on both CPU paths)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wgan_gp_jax import conv, onednn
+
+OFF_REASON = "oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)"
+
+
+@pytest.fixture
+def loaded():
+  if not onednn.enabled(jnp.float32):
+    pytest.skip(OFF_REASON)
+
+
+def _geometry_and_operands(channels=8):
+  x = jax.random.normal(jax.random.key(0), (3, 9, 8, channels))
+  w = jax.random.normal(jax.random.key(1), (5, 5, channels, 6))
+  geometry = conv.conv_geometry(x.shape[1:3], w.shape[:2], (2, 2), "SAME")
+  y = jax.random.normal(jax.random.key(2), (3, geometry.height.low_size, geometry.width.low_size, 6))
+  return geometry, x, w, y
+
+
+def test_build_compiles_once_into_the_cache_and_reuses_it(loaded, tmp_path):
+  library = onednn.build(tmp_path)
+  assert library.parent == tmp_path and library.suffix == ".so"
+  built_at = library.stat().st_mtime_ns
+  assert onednn.build(tmp_path) == library and library.stat().st_mtime_ns == built_at
+  assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no partial build left behind
+
+
+def test_a_failing_build_says_why_and_leaves_nothing(loaded, tmp_path, monkeypatch):
+  monkeypatch.setenv("CXX", "no-such-compiler")
+  with pytest.raises(onednn.Unavailable, match="no C\\+\\+ compiler 'no-such-compiler'"):
+    onednn.build(tmp_path)
+  fake_compiler = tmp_path / "failing-c++"
+  fake_compiler.write_text("#!/bin/sh\necho 'g++ (fake) 1.0'\necho 'error: out of luck' >&2\nexit 1\n")
+  fake_compiler.chmod(0o755)
+  monkeypatch.setenv("CXX", str(fake_compiler))
+  cache = tmp_path / "cache"
+  with pytest.raises(onednn.Unavailable, match="(?s)building onednn_conv.cc failed.*out of luck"):
+    onednn.build(cache)
+  assert list(cache.iterdir()) == []
+
+
+def _enabled_in_a_new_process(**environment) -> subprocess.CompletedProcess:
+  script = "import jax.numpy as jnp; from wgan_gp_jax import onednn; print(onednn.enabled(jnp.float32))"
+  return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": os.getcwd(), **environment})
+
+
+def test_the_environment_variable_turns_it_off_requires_it_or_is_refused(loaded, tmp_path):
+  off = _enabled_in_a_new_process(WGAN_GP_JAX_ONEDNN="0")
+  assert off.returncode == 0 and off.stdout.split() == ["False"], off.stderr
+  required = _enabled_in_a_new_process(WGAN_GP_JAX_ONEDNN="1")
+  assert required.returncode == 0 and required.stdout.split() == ["True"], required.stderr
+  # Required but not buildable: an error naming the cause; not required: a warning, and the products.
+  broken = {"CXX": "no-such-compiler", "WGAN_GP_JAX_CACHE": str(tmp_path)}
+  failed = _enabled_in_a_new_process(WGAN_GP_JAX_ONEDNN="1", **broken)
+  assert failed.returncode != 0 and "WGAN_GP_JAX_ONEDNN=1 but" in failed.stderr and "no-such-compiler" in failed.stderr
+  fallback = _enabled_in_a_new_process(**broken)
+  assert fallback.returncode == 0 and fallback.stdout.split() == ["False"]
+  assert "oneDNN's convolutions are off, conv uses its matrix products" in fallback.stderr
+  refused = _enabled_in_a_new_process(WGAN_GP_JAX_ONEDNN="yes")
+  assert refused.returncode != 0 and "WGAN_GP_JAX_ONEDNN must be 0, 1 or unset, got 'yes'" in refused.stderr
+
+
+def test_only_float32_goes_to_onednn(loaded):
+  assert not onednn.enabled(jnp.bfloat16) and not onednn.enabled(jnp.float16)
+  geometry, x, w, _ = _geometry_and_operands()
+  with pytest.raises(ValueError, match="4-D float32 operands, got bfloat16"):
+    onednn.correlate(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), geometry)
+  with pytest.raises(ValueError, match="4-D float32 operands"):
+    onednn.weight(x[0], x[0], geometry)
+
+
+def test_faces_are_bitwise_repeatable_and_batch_under_vmap(loaded):
+  geometry, x, w, y = _geometry_and_operands()
+  faces = jax.jit(lambda x, w, y: (onednn.correlate(x, w, geometry), onednn.scatter(y, w, geometry),
+                                   onednn.weight(x, y, geometry)))
+  first, second = faces(x, w, y), faces(x, w, y)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  # vmap over a leading axis of every operand: each slice is its own call.
+  stacked = jax.vmap(faces)(jnp.stack([x, 2 * x]), jnp.stack([w, -w]), jnp.stack([y, y]))
+  for batched, single, scale in zip(stacked, first, (-2.0, -1.0, 2.0)):
+    np.testing.assert_array_equal(batched[0], single)
+    np.testing.assert_allclose(batched[1], scale * single, rtol=1e-6, atol=1e-5)

@@ -1,0 +1,162 @@
+// The three faces of conv.py's trilinear form as oneDNN's direct convolutions, behind XLA FFI handlers.
+//
+// x (N, H, W, C) and y (N, h, w, D) are NHWC, the kernel (kh, kw, C, D) is HWIO, all float32 and row-major, as XLA
+// lays them out; oneDNN reads and writes them in place. Only the kernel is reordered, to and from the blocked layout
+// the chosen primitive wants (it is small). Built and loaded by wgan_gp_jax/onednn.py.
+//
+// One convolution runs at a time, on oneDNN's own (OpenMP) threads: XLA:CPU runs independent operations side by
+// side, and two oneDNN calls at once would put four threads on two cores.
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+constexpr auto kF32 = memory::data_type::f32;
+
+enum Face : int64_t { kCorrelate = 0, kScatter = 1, kWeight = 2 };
+
+// face, N, H, W, C, h, w, D, kh, kw, stride (2), low padding (2), high padding (2)
+using Key = std::array<int64_t, 16>;
+
+struct Primitive {
+  dnnl::primitive convolution;
+  memory x, y, user_kernel;  // described once; their data handles are set per call
+  memory kernel;             // the primitive's kernel layout (its own buffer when that is not HWIO)
+  bool reorder = false;
+  dnnl::reorder to_primitive, from_primitive;
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+std::mutex mutex;  // guards the cache and serialises the calls (see the top)
+std::map<Key, std::unique_ptr<Primitive>> cache;
+
+Primitive& Get(const Key& k) {
+  auto found = cache.find(k);
+  if (found != cache.end()) return *found->second;
+  const int64_t face = k[0], n = k[1], H = k[2], W = k[3], C = k[4], h = k[5], w = k[6], D = k[7], kh = k[8],
+                kw = k[9];
+  const memory::dims strides{k[10], k[11]}, low{k[12], k[13]}, high{k[14], k[15]};
+  auto& engine = Engine();
+  const memory::desc x_desc({n, C, H, W}, kF32, Tag::nhwc), y_desc({n, D, h, w}, kF32, Tag::nhwc);
+  const memory::desc any_kernel({D, C, kh, kw}, kF32, Tag::any), hwio_kernel({D, C, kh, kw}, kF32, Tag::hwio);
+  const auto algorithm = dnnl::algorithm::convolution_direct;
+  const dnnl::convolution_forward::primitive_desc forward(engine, dnnl::prop_kind::forward_training, algorithm, x_desc,
+                                                          any_kernel, y_desc, strides, low, high);
+  auto p = std::make_unique<Primitive>();
+  memory::desc kernel_desc;
+  if (face == kCorrelate) {
+    p->convolution = dnnl::convolution_forward(forward);
+    kernel_desc = forward.weights_desc();
+  } else if (face == kScatter) {
+    const dnnl::convolution_backward_data::primitive_desc backward(engine, algorithm, x_desc, any_kernel, y_desc,
+                                                                   strides, low, high, forward);
+    p->convolution = dnnl::convolution_backward_data(backward);
+    kernel_desc = backward.weights_desc();
+  } else {
+    const dnnl::convolution_backward_weights::primitive_desc backward(engine, algorithm, x_desc, any_kernel, y_desc,
+                                                                      strides, low, high, forward);
+    p->convolution = dnnl::convolution_backward_weights(backward);
+    kernel_desc = backward.diff_weights_desc();
+  }
+  p->x = memory(x_desc, engine, DNNL_MEMORY_NONE);
+  p->y = memory(y_desc, engine, DNNL_MEMORY_NONE);
+  p->user_kernel = memory(hwio_kernel, engine, DNNL_MEMORY_NONE);
+  p->reorder = kernel_desc != hwio_kernel;
+  if (p->reorder) {
+    p->kernel = memory(kernel_desc, engine);
+    p->to_primitive = dnnl::reorder(p->user_kernel, p->kernel);
+    p->from_primitive = dnnl::reorder(p->kernel, p->user_kernel);
+  } else {
+    p->kernel = p->user_kernel;
+  }
+  return *cache.emplace(k, std::move(p)).first->second;
+}
+
+ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> kernel_dims,
+               ffi::Span<const int64_t> y_dims, float* x, float* kernel, float* y, int64_t stride_h, int64_t stride_w,
+               int64_t low_h, int64_t low_w, int64_t high_h, int64_t high_w) {
+  if (x_dims.size() != 4 || kernel_dims.size() != 4 || y_dims.size() != 4) {
+    return ffi::Error::InvalidArgument("onednn_conv: every operand must be 4-D (NHWC, HWIO)");
+  }
+  const Key key{face,         x_dims[0],      x_dims[1], x_dims[2], x_dims[3], y_dims[1], y_dims[2], y_dims[3],
+                kernel_dims[0], kernel_dims[1], stride_h, stride_w,  low_h,     low_w,     high_h,    high_w};
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    Primitive& p = Get(key);
+    dnnl::stream stream(Engine());
+    p.x.set_data_handle(x);
+    p.y.set_data_handle(y);
+    p.user_kernel.set_data_handle(kernel);
+    if (face == kCorrelate) {
+      if (p.reorder) p.to_primitive.execute(stream, p.user_kernel, p.kernel);
+      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DST, p.y}});
+    } else if (face == kScatter) {
+      if (p.reorder) p.to_primitive.execute(stream, p.user_kernel, p.kernel);
+      p.convolution.execute(stream,
+                            {{DNNL_ARG_DIFF_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
+    } else {
+      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_DIFF_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
+      if (p.reorder) p.from_primitive.execute(stream, p.kernel, p.user_kernel);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Result = ffi::ResultBuffer<ffi::F32>;
+#define GEOMETRY_PARAMETERS \
+  int64_t stride_h, int64_t stride_w, int64_t low_h, int64_t low_w, int64_t high_h, int64_t high_w
+#define GEOMETRY stride_h, stride_w, low_h, low_w, high_h, high_w
+
+ffi::Error Correlate(F32 x, F32 kernel, F32Result y, GEOMETRY_PARAMETERS) {
+  return Run(kCorrelate, x.dimensions(), kernel.dimensions(), y->dimensions(), x.typed_data(), kernel.typed_data(),
+             y->typed_data(), GEOMETRY);
+}
+
+ffi::Error Scatter(F32 y, F32 kernel, F32Result x, GEOMETRY_PARAMETERS) {
+  return Run(kScatter, x->dimensions(), kernel.dimensions(), y.dimensions(), x->typed_data(), kernel.typed_data(),
+             y.typed_data(), GEOMETRY);
+}
+
+ffi::Error Weight(F32 x, F32 y, F32Result kernel, GEOMETRY_PARAMETERS) {
+  return Run(kWeight, x.dimensions(), kernel->dimensions(), y.dimensions(), x.typed_data(), kernel->typed_data(),
+             y.typed_data(), GEOMETRY);
+}
+
+}  // namespace
+
+// Every face: two operands, one result, and the geometry (conv.Geometry) as attributes.
+#define BINDING                                                                                             \
+  ffi::Ffi::Bind()                                                                                          \
+      .Arg<F32>()                                                                                           \
+      .Arg<F32>()                                                                                           \
+      .Ret<F32>()                                                                                           \
+      .Attr<int64_t>("stride_h")                                                                            \
+      .Attr<int64_t>("stride_w")                                                                            \
+      .Attr<int64_t>("low_h")                                                                               \
+      .Attr<int64_t>("low_w")                                                                               \
+      .Attr<int64_t>("high_h")                                                                              \
+      .Attr<int64_t>("high_w")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnCorrelate, Correlate, BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnScatter, Scatter, BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnWeight, Weight, BINDING);
