@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgan_gp_jax import configuration, host, losses
+from experiments import step_profile
+from wgan_gp_jax import configuration, host, losses, onednn
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
@@ -285,15 +286,17 @@ def test_profile_times_every_operation_of_the_step_and_sorts_them_by_kind(tmp_pa
   assert sum(profile["kinds_ms_per_call"].values()) == pytest.approx(profile["operations_ms_per_call"])
   times = [operation["ms_per_call"] for operation in operations]
   assert times == sorted(times, reverse=True) and times[-1] >= 0
-  # The critic's convolutions are matrix products of im2col patch matrices on the CPU: both kinds were executed.
+  # The critic's input gradient into the image is col2im's products on the CPU; its other convolutions oneDNN's where
+  # it is on, else products of im2col patch matrices: each kind was executed.
   products = [operation for operation in operations if operation["kind"] == "products"]
   assert any("Conv_0" in operation["source"] for operation in products)
   assert profile["kinds_ms_per_call"]["products"] > 0 and profile["kinds_ms_per_call"]["patches"] > 0
+  assert (profile["kinds_ms_per_call"]["oneDNN"] > 0) == onednn.enabled(jnp.float32)
   assert all(operation["kind"] != "products" or "dot" in operation["source"] or "conv" in operation["source"].lower()
              for operation in operations if operation["source"])
   lines = completed.stdout.strip().splitlines()
   assert lines[0].startswith("critic step, dcgan 8x8 width 4, batch 8, float32;") and profile["calls"] == 2
-  assert len(lines) == 2 + 4 + 1 + min(30, len(operations))
+  assert len(lines) == 2 + len(step_profile.KINDS) + 1 + min(30, len(operations))
 
 
 @pytest.mark.parametrize("flags, message", [
