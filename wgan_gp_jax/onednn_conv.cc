@@ -4,8 +4,8 @@
 // lays them out; oneDNN reads and writes them in place. Only the kernel is reordered, to and from the blocked layout
 // the chosen primitive wants (it is small). Built and loaded by wgan_gp_jax/onednn.py.
 //
-// One convolution runs at a time, on oneDNN's own (OpenMP) threads: XLA:CPU runs independent operations side by
-// side, and two oneDNN calls at once would put four threads on two cores.
+// One convolution runs at a time, on oneDNN's (TBB's) threads: XLA:CPU runs independent operations side by side, and
+// two oneDNN calls at once would each split the same cores.
 
 #include <array>
 #include <cstdint>
