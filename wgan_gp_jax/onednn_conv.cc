@@ -1,8 +1,8 @@
 // The three faces of conv.py's trilinear form as oneDNN's direct convolutions, behind XLA FFI handlers.
 //
 // x (N, H, W, C) and y (N, h, w, D) are NHWC, the kernel (kh, kw, C, D) is HWIO, all float32 and row-major, as XLA
-// lays them out; oneDNN reads and writes them in place. Only the kernel is reordered, to and from the blocked layout
-// the chosen primitive wants (it is small). Built and loaded by wgan_gp_jax/onednn.py.
+// lays them out; oneDNN reads and writes them in place. Only the kernel is reordered, to and from the (blocked) layout
+// the chosen primitive wants, through a buffer of its own (kernels are small). Built and loaded by wgan_gp_jax/onednn.py.
 //
 // One convolution runs at a time, on oneDNN's (TBB's) threads: XLA:CPU runs independent operations side by side, and
 // two oneDNN calls at once would each split the same cores.
@@ -33,8 +33,7 @@ using Key = std::array<int64_t, 16>;
 struct Primitive {
   dnnl::primitive convolution;
   memory x, y, user_kernel;  // described once; their data handles are set per call
-  memory kernel;             // the primitive's kernel layout (its own buffer when that is not HWIO)
-  bool reorder = false;
+  memory kernel;             // in the primitive's layout (blocked), a buffer of its own
   dnnl::reorder to_primitive, from_primitive;
 };
 
@@ -77,14 +76,9 @@ Primitive& Get(const Key& k) {
   p->x = memory(x_desc, engine, DNNL_MEMORY_NONE);
   p->y = memory(y_desc, engine, DNNL_MEMORY_NONE);
   p->user_kernel = memory(hwio_kernel, engine, DNNL_MEMORY_NONE);
-  p->reorder = kernel_desc != hwio_kernel;
-  if (p->reorder) {
-    p->kernel = memory(kernel_desc, engine);
-    p->to_primitive = dnnl::reorder(p->user_kernel, p->kernel);
-    p->from_primitive = dnnl::reorder(p->kernel, p->user_kernel);
-  } else {
-    p->kernel = p->user_kernel;
-  }
+  p->kernel = memory(kernel_desc, engine);
+  p->to_primitive = dnnl::reorder(p->user_kernel, p->kernel);
+  p->from_primitive = dnnl::reorder(p->kernel, p->user_kernel);
   return *cache.emplace(k, std::move(p)).first->second;
 }
 
@@ -104,15 +98,15 @@ ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64
     p.y.set_data_handle(y);
     p.user_kernel.set_data_handle(kernel);
     if (face == kCorrelate) {
-      if (p.reorder) p.to_primitive.execute(stream, p.user_kernel, p.kernel);
+      p.to_primitive.execute(stream, p.user_kernel, p.kernel);
       p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DST, p.y}});
     } else if (face == kScatter) {
-      if (p.reorder) p.to_primitive.execute(stream, p.user_kernel, p.kernel);
+      p.to_primitive.execute(stream, p.user_kernel, p.kernel);
       p.convolution.execute(stream,
                             {{DNNL_ARG_DIFF_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
     } else {
       p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_DIFF_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
-      if (p.reorder) p.from_primitive.execute(stream, p.kernel, p.user_kernel);
+      p.from_primitive.execute(stream, p.kernel, p.user_kernel);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
