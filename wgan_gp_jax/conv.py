@@ -37,6 +37,12 @@ on the space-to-depth grid instead (``winograd.correlate``, ``scatter``,
 stride-2 kernels, 4x for the 3x3 ones, and tiles a third the size of the patch
 matrices (``_winograd_pays`` says where this was measured to pay).
 
+Where oneDNN is installed (Linux x86-64, ``onednn.enabled``), the float32
+faces Winograd does not take run as oneDNN's direct convolutions instead, XLA
+FFI custom calls that write no patch matrices (``onednn.correlate``,
+``scatter``, ``weight``), except the input gradient into fewer than 8 channels
+(an image), which stays col2im's.
+
 XLA:CPU turns its native strided and transposed convolutions and their
 gradients into slow loops (a few GFLOP/s), while matrix products run near the
 machine's peak; on GPU and TPU the native convolutions are the fast ones, so
