@@ -94,3 +94,13 @@ def test_faces_are_bitwise_repeatable_and_batch_under_vmap(loaded):
   for batched, single, scale in zip(stacked, first, (-2.0, -1.0, 2.0)):
     np.testing.assert_array_equal(batched[0], single)
     np.testing.assert_allclose(batched[1], scale * single, rtol=1e-6, atol=1e-5)
+
+
+def test_inception_keeps_its_strided_convolutions_on_the_products(loaded):
+  """The FID network's features stay those of the reference caches computed before oneDNN (it was no faster)."""
+  from wgan_gp_jax.metrics import inception
+  x, kernel = jnp.ones((2, 9, 9, 8)), jnp.ones((3, 3, 8, 4))
+  strided = jax.jit(lambda x, kernel: inception._cpu_conv(x, kernel, 2, (0, 0))).lower(x, kernel).as_text()
+  assert "wgan_gp_jax_onednn" not in strided
+  training = jax.jit(lambda x, kernel: conv.conv2d(x, kernel, (2, 2), "VALID")).lower(x, kernel).as_text()
+  assert "wgan_gp_jax_onednn_correlate" in training
