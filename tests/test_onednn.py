@@ -73,6 +73,19 @@ def test_the_environment_variable_turns_it_off_requires_it_or_is_refused(loaded,
   assert refused.returncode != 0 and "WGAN_GP_JAX_ONEDNN must be 0, 1 or unset, got 'yes'" in refused.stderr
 
 
+def test_without_the_packages_it_is_off_without_a_warning():
+  """Where requirements.txt installs no oneDNN (not Linux x86-64, or a trimmed environment): the products, silently."""
+  script = ("import importlib.metadata, warnings, jax.numpy as jnp\n"
+            "def absent(name): raise importlib.metadata.PackageNotFoundError(name)\n"
+            "importlib.metadata.distribution = absent\n"
+            "warnings.simplefilter('error')\n"
+            "from wgan_gp_jax import onednn\n"
+            "print(onednn.enabled(jnp.float32), onednn.version())\n")
+  ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  assert ran.returncode == 0 and ran.stdout.split() == ["False", "None"], ran.stderr
+
+
 def test_only_float32_goes_to_onednn(loaded):
   assert not onednn.enabled(jnp.bfloat16) and not onednn.enabled(jnp.float16)
   geometry, x, w, _ = _geometry_and_operands()

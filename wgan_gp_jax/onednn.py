@@ -59,11 +59,16 @@ class Unavailable(RuntimeError):
   """oneDNN's convolutions cannot be used here; the message says why."""
 
 
+class NotInstalled(Unavailable):
+  """The oneDNN packages are not installed, or not made for this machine: the products path, without a warning."""
+
+
 def _package_file(package: str, suffix: str) -> pathlib.Path:
   try:
     files = importlib.metadata.distribution(package).files or []
   except importlib.metadata.PackageNotFoundError:
-    raise Unavailable(f"the pip package {package} is not installed (requirements.txt pins it on Linux x86-64)") from None
+    raise NotInstalled(
+        f"the pip package {package} is not installed (requirements.txt pins it on Linux x86-64)") from None
   for file in files:  # the wheels' data files are listed relative to site-packages ("../../libdnnl.so.3")
     path = pathlib.Path(file.locate()).resolve()
     if path.as_posix().endswith("/" + suffix):
@@ -83,7 +88,7 @@ def build(directory: pathlib.Path | None = None) -> pathlib.Path:
   Raises ``Unavailable`` (with the compiler's last lines) when the packages, the compiler or the build fail.
   """
   if sys.platform != "linux" or platform.machine() != "x86_64":
-    raise Unavailable(f"the oneDNN packages are built for Linux x86-64, not {sys.platform} {platform.machine()}")
+    raise NotInstalled(f"the oneDNN packages are built for Linux x86-64, not {sys.platform} {platform.machine()}")
   library = _package_file(RUNTIME_PACKAGE, "lib/libdnnl.so.3")
   dependencies = [_package_file(package, file).parent for package, file in DEPENDENCIES.items()]
   headers = _package_file(HEADERS_PACKAGE, "include/oneapi/dnnl/dnnl.hpp").parents[2]
@@ -151,7 +156,7 @@ def _load() -> bool:
   except (Unavailable, OSError) as error:
     if setting == "1":
       raise Unavailable(f"{ENVIRONMENT_VARIABLE}=1 but oneDNN's convolutions cannot be used: {error}") from error
-    if not isinstance(error, Unavailable) or "not installed" not in str(error):
+    if not isinstance(error, NotInstalled):
       warnings.warn(f"oneDNN's convolutions are off, conv uses its matrix products: {error}", stacklevel=2)
     return False
   for face, symbol in _TARGETS.items():
