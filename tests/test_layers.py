@@ -89,7 +89,8 @@ def test_conv2d_matches_lax_with_first_and_second_derivatives(cpu_path, height, 
 @pytest.mark.parametrize("height, width, kernel, stride, padding", TRANSPOSE_CASES)
 def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(cpu_path, height, width, kernel, stride,
                                                                         padding):
-  # 8 output channels: oneDNN's input gradient (conv._ONEDNN_MIN_SCATTER_CHANNELS); conv2d's above, into 3, is col2im's.
+  # 8 output channels: oneDNN's input gradient (conv._ONEDNN_MIN_SCATTER_CHANNELS); conv2d's above, into 3, is the
+  # sub-pixel form's (conv._scatter_subpixel) on oneDNN's path, col2im's on the products'.
   x, w = _random(0, (2, height, width, 4)), _random(1, (kernel, kernel, 4, 8))
   _check_against(lambda x, w: conv.conv2d_transpose(x, w, (stride, stride), padding),
                  lambda x, w: lax.conv_transpose(x, w, (stride, stride), padding, dimension_numbers=DIMENSION_NUMBERS),
@@ -142,11 +143,13 @@ def test_winograd_takes_the_input_gradient_from_32_channels_and_the_other_faces_
   _check_against(mine, lambda x, w: _lax_conv(x, w, (stride, stride), "SAME"), x, w)
 
 
-@pytest.mark.parametrize("channels, faces", [(3, ["correlate", "weight"]), (32, ["correlate", "scatter", "weight"]),
-                                             (64, [])])
-def test_onednn_takes_the_faces_winograd_does_not_except_the_input_gradient_into_images(channels, faces):
-  """With oneDNN: Winograd keeps its faces (64 channels), oneDNN takes the others, except the input gradient into 3
-  channels (col2im's products were faster)."""
+@pytest.mark.parametrize("channels, faces", [(3, ["correlate", "correlate", "weight"]),
+                                             (32, ["correlate", "scatter", "weight"]), (64, [])])
+def test_onednn_takes_the_faces_winograd_does_not_and_the_input_gradient_into_images_in_subpixel_form(channels,
+                                                                                                     faces):
+  """With oneDNN: Winograd keeps its faces (64 channels), oneDNN takes the others; the input gradient into 3 channels
+  is oneDNN's stride-1 forward convolution into 2 * 2 * 3 channels (``conv._scatter_subpixel``), not its strided
+  backward-data one."""
   if not onednn.enabled(jnp.float32):
     pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
   x, w = _random(0, (2, 16, 15, channels)), _random(1, (5, 5, channels, 4)) / 8
@@ -178,16 +181,17 @@ IMPLEMENTATIONS = {
     "matmul": (conv._correlate_matmul, conv._scatter_matmul, conv._weight_matmul),
     "native": (conv._correlate_native, conv._scatter_native, conv._weight_native),
     "onednn": (onednn.correlate, onednn.scatter, onednn.weight),
+    "onednn_subpixel": (onednn.correlate, conv._scatter_subpixel, onednn.weight),
 }
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("height, width, kernel, stride, padding", [CONV_CASES[0]] + CONV_CASES[3:])
 def test_each_implementation_is_the_same_function(implementation, height, width, kernel, stride, padding):
-  """The CPU's implementations of each face (matmul, oneDNN) and the native convolutions of other platforms, all run
-  here, against lax's convolution and its autodiff; the cases include uneven strides, negative high padding (a tail
-  no window reads) and explicit padding."""
-  if implementation == "onednn" and not onednn.enabled(jnp.float32):
+  """The CPU's implementations of each face (matmul, oneDNN, the input gradient in sub-pixel form) and the native
+  convolutions of other platforms, all run here, against lax's convolution and its autodiff; the cases include uneven
+  strides, negative high padding (a tail no window reads) and explicit padding."""
+  if implementation.startswith("onednn") and not onednn.enabled(jnp.float32):
     pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
   correlate, scatter, weight = IMPLEMENTATIONS[implementation]
   x, w = _random(0, (2, height, width, 8)), _random(1, (kernel, kernel, 8, 4))

@@ -235,6 +235,60 @@ def _scatter_matmul(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array
       (-width.low_padding, width.high_size + width.low_padding - padded.shape[2], 0), (0, 0, 0)])
 
 
+def _subpixel_form(w: jax.Array, geometry: Geometry) -> tuple[jax.Array, Geometry, list[tuple[int, int]]]:
+  """``scatter(y, w, geometry)`` as a stride-1 correlation: its kernel, its geometry and the rows and columns of
+  ``y`` it reads (``(start, stop)`` per axis).
+
+  Per axis, output pixel ``x[s p + r]`` (phase ``r < s``) is ``sum_u y[p - u] w[s u + r + L]``: a stride-1
+  correlation of ``y`` over the offsets ``u`` some phase has a tap at, one block of output channels per phase. The
+  kernel ``(a_h, a_w, D, s_h * s_w * C)`` holds at ``j = u_max - u`` the taps of every phase (zeros where a phase has
+  none); the correlation's output ``(N, P, Q, s_h * s_w * C)``, ``P = ceil(H / s)``, is then interleaved (depth to
+  space) and cropped to ``H``.
+  """
+  offsets, axes, reads = [], [], []
+  for axis in geometry.axes:
+    us = [u for u in range(-axis.low_padding // axis.stride - 1, axis.kernel + 1)
+          if any(0 <= axis.stride * u + r + axis.low_padding < axis.kernel for r in range(axis.stride))]
+    offsets.append(us[::-1])  # j = u_max - u
+    outputs = -(-axis.high_size // axis.stride)
+    # y padded by u_max before and by what the last output's window needs after; negative padding reads less of y.
+    low, high = us[-1], outputs - us[0] - axis.low_size
+    start, stop = max(-low, 0), axis.low_size + min(high, 0)
+    axes.append(Axis(kernel=len(us), stride=1, low_padding=max(low, 0), high_size=stop - start, low_size=outputs))
+    reads.append((start, stop))
+  height, width = geometry.axes
+  zero = jnp.zeros(w.shape[2:][::-1], w.dtype)
+  rows = []
+  for uh in offsets[0]:
+    row = []
+    for uw in offsets[1]:
+      phases = []
+      for rh in range(height.stride):
+        for rw in range(width.stride):
+          th, tw = height.stride * uh + rh + height.low_padding, width.stride * uw + rw + width.low_padding
+          inside = 0 <= th < height.kernel and 0 <= tw < width.kernel
+          phases.append(w[th, tw].T if inside else zero)  # (D, C)
+      row.append(jnp.concatenate(phases, axis=1))
+    rows.append(jnp.stack(row))
+  return jnp.stack(rows), Geometry(*axes), reads
+
+
+def _scatter_subpixel(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+  """``scatter`` as oneDNN's stride-1 forward convolution into ``sh * sw * C`` channels, then depth to space.
+
+  For images (few channels): oneDNN's strided backward-data convolution into 3 channels, and col2im's products
+  (which write one contribution per tap, ``k * k * C`` channels, and add them up), were both slower.
+  """
+  kernel, subpixel, ((top, bottom), (left, right)) = _subpixel_form(w, geometry)
+  height, width = geometry.axes
+  n, channels = y.shape[0], w.shape[2]
+  phases = onednn.correlate(y[:, top:bottom, left:right], kernel, subpixel)
+  rows, columns = subpixel.height.low_size, subpixel.width.low_size
+  interleaved = phases.reshape(n, rows, columns, height.stride, width.stride, channels).transpose(0, 1, 3, 2, 4, 5)
+  x = interleaved.reshape(n, rows * height.stride, columns * width.stride, channels)
+  return x[:, :height.high_size, :width.high_size]
+
+
 def _winograd_pays(channels: int, geometry: Geometry, dtype, *, min_channels: int = 64) -> bool:
   """Whether the F(4, 3) faces (``winograd.correlate`` etc.) beat im2col for a convolution with ``channels`` inputs.
 
@@ -262,8 +316,10 @@ def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
   # Against col2im Winograd's input gradient pays from 32 channels; against oneDNN's, from 64 as the other faces.
   if _winograd_pays(channels, geometry, y.dtype, min_channels=64 if with_onednn else 32):
     return winograd.scatter(y, w, geometry)
-  if with_onednn and channels >= _ONEDNN_MIN_SCATTER_CHANNELS:
-    return onednn.scatter(y, w, geometry)
+  if with_onednn:
+    if channels >= _ONEDNN_MIN_SCATTER_CHANNELS:
+      return onednn.scatter(y, w, geometry)
+    return _scatter_subpixel(y, w, geometry)
   return _scatter_matmul(y, w, geometry)
 
 
