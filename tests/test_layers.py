@@ -308,6 +308,50 @@ def test_batch_norm_is_flax_batch_norm_with_its_gradients_and_statistics(dtype):
                     jax.tree.map(lambda a: a.astype(jnp.float32), reference_result), rtol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dense_is_flax_dense_with_first_and_second_derivatives(dtype):
+  """layers.Dense against nn.Dense: the same parameters, outputs, gradients, and the gradient of a penalty on the
+  input gradient (the critic's double backward), under jit."""
+  x = _random(0, (6, 2, 5))
+  mine, reference = layers.Dense(3, dtype=dtype), nn.Dense(3, dtype=dtype)
+  variables = mine.init(jax.random.key(1), x)
+  reference_variables = reference.init(jax.random.key(1), x)
+  for leaf, reference_leaf in zip(jax.tree.leaves(variables), jax.tree.leaves(reference_variables)):
+    np.testing.assert_array_equal(leaf, reference_leaf)
+  variables = {"params": {"kernel": _random(2, (5, 3)), "bias": _random(3, (3,))}}
+  cotangent = _random(4, (6, 2, 3))
+
+  def derivatives(module, params, x):
+    apply = lambda params, x: module.apply({"params": params}, x)
+    y, vjp = jax.vjp(apply, params, x)
+    penalty = lambda params: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(apply(params, x))))(x)))
+    return y, vjp(cotangent.astype(y.dtype)), jax.grad(penalty)(params)
+
+  results = jax.jit(functools.partial(derivatives, mine))(variables["params"], x)
+  reference_results = jax.jit(functools.partial(derivatives, reference))(variables["params"], x)
+  assert jax.tree.map(lambda a: a.dtype, results) == jax.tree.map(lambda a: a.dtype, reference_results)
+  to_float32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+  for mine_result, reference_result in zip(results, reference_results):
+    _assert_close(to_float32(mine_result), to_float32(reference_result), rtol=2e-5 if dtype == "float32" else 2e-2)
+
+
+def test_dense_gradients_are_row_major_products_on_the_cpu():
+  """The weight and input gradients of layers.Dense contract the left operand's minor axis with the right one's major
+  axis (YNNPACK's GEMM), where nn.Dense's go to Eigen's transposed-operand GEMM."""
+  x = _random(0, (64, 128))
+
+  def products(module):
+    variables = module.init(jax.random.key(1), x)
+    gradients = jax.grad(lambda variables, x: jnp.sum(jnp.sin(module.apply(variables, x))), argnums=(0, 1))
+    hlo = jax.jit(gradients).lower(variables, x).compile().as_text()
+    return [line for line in hlo.splitlines() if " dot(" in line]
+
+  mine = products(layers.Dense(256))
+  assert len(mine) == 3
+  assert all("lhs_contracting_dims={1}, rhs_contracting_dims={0}" in line for line in mine), mine
+  assert not all("lhs_contracting_dims={1}, rhs_contracting_dims={0}" in line for line in products(nn.Dense(256)))
+
+
 def test_batch_norm_gradient_matches_finite_differences():
   x, scale, bias = _random(0, (6, 3, 2, 3)), jnp.array([0.5, 1.0, 2.0]), jnp.array([0.1, -0.2, 0.3])
   loss = lambda x, scale, bias: jnp.sum(jnp.sin(layers.batch_norm(x, scale, bias, 1e-5)) * jnp.arange(x.size).reshape(

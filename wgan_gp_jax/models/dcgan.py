@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wgan_gp_jax.models.layers import BatchNorm, Conv, ConvTranspose
+from wgan_gp_jax.models.layers import BatchNorm, Conv, ConvTranspose, Dense
 
 
 def num_resolution_doublings(resolution: int) -> int:
@@ -37,7 +37,7 @@ class DCGANGenerator(nn.Module):
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     doublings = num_resolution_doublings(self.resolution)
     features = self.width * 2 ** (doublings - 1)
-    x = nn.Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
+    x = Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
     x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
     for i in range(doublings - 1):
       x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2), dtype=self.dtype)(x)
@@ -59,4 +59,4 @@ class DCGANCritic(nn.Module):
       if self.layer_norm and i > 0:
         x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    return nn.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
+    return Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
-from wgan_gp_jax.models.layers import BatchNorm, Conv
+from wgan_gp_jax.models.layers import BatchNorm, Conv, Dense
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -74,7 +74,7 @@ class ResNetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-    x = nn.Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
+    x = Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
       x = GeneratorBlock(self.width, dtype=self.dtype)(x, train)
     x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
@@ -100,4 +100,4 @@ class ResNetCritic(nn.Module):
     x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
     x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+    return Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
