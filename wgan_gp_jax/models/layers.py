@@ -76,7 +76,7 @@ class ConvTranspose(nn.ConvTranspose):
 
 
 def _row_major_product(a: jax.Array, b: jax.Array) -> jax.Array:
-  """``a @ b`` for ``a`` (M, K) and ``b`` (K, N) in row-major layout, accumulated in float32, in a's dtype.
+  """``a @ b`` for ``a`` (M, K) and ``b`` (K, N) in row-major layout, in their dtype.
 
   XLA:CPU hands a product whose operands are transposed (contracting another axis than the left operand's minor and
   the right one's major) to Eigen's transposed-operand GEMM: the generator's dense-layer weight gradient (a 128x64 by
@@ -84,8 +84,9 @@ def _row_major_product(a: jax.Array, b: jax.Array) -> jax.Array:
   XLA's simplifier from folding the transposes written by the caller back into the product.
   """
   a, b = lax.optimization_barrier(a), lax.optimization_barrier(b)
-  accumulation = jnp.promote_types(a.dtype, jnp.float32)
-  return lax.optimization_barrier(jnp.dot(a, b, preferred_element_type=accumulation)).astype(a.dtype)
+  # No float32 result type for bfloat16 operands: its derivative (the penalty's double backward) would multiply
+  # float32 cotangents by bfloat16 operands.
+  return lax.optimization_barrier(jnp.dot(a, b))
 
 
 @jax.custom_vjp
