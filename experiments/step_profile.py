@@ -20,8 +20,8 @@ The runtime runs independent operations side by side on its threads (also when t
 so the operations' times add up to more than the wall time, and an operation that waits for a core is charged the
 wait: the shares are of the operations' summed time, a guide to where to look; a conclusion about one operation
 needs it timed alone. Under the profiler oneDNN's calls took 1.5-2x their time without it (the handlers timing
-themselves, Intel Xeon, 2026-12-03): their share is overstated. The CPU model is printed and written to the JSON: these shares, like every speed figure,
-belong to one machine.
+themselves, Intel Xeon, 2026-12-03): their share is overstated. The CPU model is printed and written to the JSON:
+these shares, like every speed figure, belong to one machine.
 """
 
 import collections

@@ -69,6 +69,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from wgan_gp_jax import onednn, winograd
@@ -247,32 +248,26 @@ def _subpixel_form(w: jax.Array, geometry: Geometry) -> tuple[jax.Array, Geometr
   none); the correlation's output ``(N, P, Q, s_h * s_w * C)``, ``P = ceil(H / s)``, is then interleaved (depth to
   space) and cropped to ``H``.
   """
-  offsets, axes, reads = [], [], []
+  taps, axes, reads = [], [], []
   for axis in geometry.axes:
     us = [u for u in range(-axis.low_padding // axis.stride - 1, axis.kernel + 1)
           if any(0 <= axis.stride * u + r + axis.low_padding < axis.kernel for r in range(axis.stride))]
-    offsets.append(us[::-1])  # j = u_max - u
+    # Tap of offset j = u_max - u and phase r; `kernel` (one past the last) is the zero tap padded on below.
+    tap = [[t if 0 <= (t := axis.stride * u + r + axis.low_padding) < axis.kernel else axis.kernel
+            for r in range(axis.stride)] for u in reversed(us)]
+    taps.append(np.array(tap))
     outputs = -(-axis.high_size // axis.stride)
     # y padded by u_max before and by what the last output's window needs after; negative padding reads less of y.
     low, high = us[-1], outputs - us[0] - axis.low_size
     start, stop = max(-low, 0), axis.low_size + min(high, 0)
     axes.append(Axis(kernel=len(us), stride=1, low_padding=max(low, 0), high_size=stop - start, low_size=outputs))
     reads.append((start, stop))
-  height, width = geometry.axes
-  zero = jnp.zeros(w.shape[2:][::-1], w.dtype)
-  rows = []
-  for uh in offsets[0]:
-    row = []
-    for uw in offsets[1]:
-      phases = []
-      for rh in range(height.stride):
-        for rw in range(width.stride):
-          th, tw = height.stride * uh + rh + height.low_padding, width.stride * uw + rw + width.low_padding
-          inside = 0 <= th < height.kernel and 0 <= tw < width.kernel
-          phases.append(w[th, tw].T if inside else zero)  # (D, C)
-      row.append(jnp.concatenate(phases, axis=1))
-    rows.append(jnp.stack(row))
-  return jnp.stack(rows), Geometry(*axes), reads
+  rows, columns = taps
+  padded = jnp.pad(w, [(0, 1), (0, 1), (0, 0), (0, 0)])
+  # (a_h, a_w, s_h, s_w, C, D) -> (a_h, a_w, D, s_h * s_w * C): phases major, channels minor, as depth to space reads.
+  kernel = padded[rows[:, None, :, None], columns[None, :, None, :]]
+  kernel = kernel.transpose(0, 1, 5, 2, 3, 4).reshape(len(rows), len(columns), w.shape[3], -1)
+  return kernel, Geometry(*axes), reads
 
 
 def _scatter_subpixel(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
