@@ -160,14 +160,6 @@ def test_onednn_takes_the_faces_winograd_does_not_and_the_input_gradient_into_im
   assert _uses_winograd(gradients, x, w) == (channels == 64)
 
 
-def test_the_subpixel_form_refuses_kernels_no_longer_than_their_stride():
-  """With kernel <= stride it would be a 1x1 convolution with padding, which oneDNN's im2col GEMM implementation got
-  wrong (heap corruption); conv._scatter_cpu gives those to col2im."""
-  geometry = conv.conv_geometry((10, 11), (3, 3), (3, 3), "VALID")
-  with pytest.raises(ValueError, match="longer than their stride"):
-    conv._scatter_subpixel(_random(0, (2, 3, 3, 4)), _random(1, (3, 3, 3, 4)), geometry)
-
-
 def test_weight_is_the_third_face_and_differentiates_to_the_other_two():
   """``weight(x, y)`` is the kernel gradient, and its own derivatives are scatter and correlate."""
   x, w = _random(0, (2, 9, 8, 3)), _random(1, (5, 5, 3, 4))
@@ -203,8 +195,6 @@ def test_each_implementation_is_the_same_function(implementation, height, width,
   strides, negative high padding (a tail no window reads) and explicit padding."""
   if implementation.startswith("onednn") and not onednn.enabled(jnp.float32):
     pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
-  if implementation == "onednn_subpixel" and kernel <= stride:
-    pytest.skip("the sub-pixel form takes kernels longer than their stride (conv._scatter_subpixel)")
   correlate, scatter, weight = IMPLEMENTATIONS[implementation]
   x, w = _random(0, (2, height, width, 8)), _random(1, (kernel, kernel, 8, 4))
   strides = (stride, stride)

@@ -117,3 +117,29 @@ def test_inception_keeps_its_strided_convolutions_on_the_products(loaded):
   assert "wgan_gp_jax_onednn" not in strided
   training = jax.jit(lambda x, kernel: conv.conv2d(x, kernel, (2, 2), "VALID")).lower(x, kernel).as_text()
   assert "wgan_gp_jax_onednn_correlate" in training
+
+
+def test_a_primitive_runs_on_a_thread_other_than_the_one_that_made_it(loaded):
+  """XLA runs a handler on whichever of its threads is free. With oneDNN's default (library) scratchpad, a primitive
+  used the running thread's buffer, sized by the primitives made on that thread: here none, and the call segfaulted
+  (before 2026-12-03's fix; with a smaller buffer it wrote past its end). A new process: the thread-local state is
+  fresh, and a crash is a return code, not a lost test worker."""
+  script = """
+import threading
+import jax, numpy as np
+from wgan_gp_jax import conv, onednn
+# An explicit padding oneDNN runs by its im2col GEMM implementation, whose scratchpad holds the patches.
+geometry = conv.conv_geometry((6, 6), (3, 3), (1, 1), ((2, 0), (1, 3)))
+w = jax.random.normal(jax.random.key(1), (3, 3, 8, 4))
+y = jax.random.normal(jax.random.key(2), (2, geometry.height.low_size, geometry.width.low_size, 4))
+scatter = jax.jit(lambda y, w: onednn.scatter(y, w, geometry))
+made_here = np.asarray(scatter(y, w))
+elsewhere = []
+thread = threading.Thread(target=lambda: elsewhere.append(np.asarray(scatter(y, w))))
+thread.start()
+thread.join()
+print(np.array_equal(made_here, elsewhere[0]))
+"""
+  ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  assert ran.returncode == 0 and ran.stdout.split() == ["True"], (ran.returncode, ran.stderr[-2000:])

@@ -6,7 +6,13 @@
 //
 // One convolution runs at a time, on oneDNN's (TBB's) threads: XLA:CPU runs independent operations side by side, and
 // two oneDNN calls at once would each split the same cores.
+//
+// Every primitive has a scratchpad of its own (scratchpad_mode::user). The library's default mode shares a buffer per
+// *thread*, sized by the primitives created on that thread; XLA runs a handler on whichever of its threads is free, so
+// a primitive created on one thread and run on another wrote past the end of that thread's smaller buffer (heap
+// corruption, now and then, in the tests: 2026-12-03).
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -35,6 +41,7 @@ struct Primitive {
   memory x, y, user_kernel;  // described once; their data handles are set per call
   memory kernel;             // in the primitive's layout (blocked), a buffer of its own
   dnnl::reorder to_primitive, from_primitive;
+  memory scratchpad;         // the largest any of the three needs (calls are serialised: one is enough)
 };
 
 dnnl::engine& Engine() {
@@ -55,30 +62,43 @@ Primitive& Get(const Key& k) {
   const memory::desc x_desc({n, C, H, W}, kF32, Tag::nhwc), y_desc({n, D, h, w}, kF32, Tag::nhwc);
   const memory::desc any_kernel({D, C, kh, kw}, kF32, Tag::any), hwio_kernel({D, C, kh, kw}, kF32, Tag::hwio);
   const auto algorithm = dnnl::algorithm::convolution_direct;
+  dnnl::primitive_attr attributes;
+  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const dnnl::convolution_forward::primitive_desc forward(engine, dnnl::prop_kind::forward_training, algorithm, x_desc,
-                                                          any_kernel, y_desc, strides, low, high);
+                                                          any_kernel, y_desc, strides, low, high, attributes);
   auto p = std::make_unique<Primitive>();
-  memory::desc kernel_desc;
+  memory::desc kernel_desc, scratchpad_desc;
   if (face == kCorrelate) {
     p->convolution = dnnl::convolution_forward(forward);
     kernel_desc = forward.weights_desc();
+    scratchpad_desc = forward.scratchpad_desc();
   } else if (face == kScatter) {
     const dnnl::convolution_backward_data::primitive_desc backward(engine, algorithm, x_desc, any_kernel, y_desc,
-                                                                   strides, low, high, forward);
+                                                                   strides, low, high, forward, attributes);
     p->convolution = dnnl::convolution_backward_data(backward);
     kernel_desc = backward.weights_desc();
+    scratchpad_desc = backward.scratchpad_desc();
   } else {
     const dnnl::convolution_backward_weights::primitive_desc backward(engine, algorithm, x_desc, any_kernel, y_desc,
-                                                                      strides, low, high, forward);
+                                                                      strides, low, high, forward, attributes);
     p->convolution = dnnl::convolution_backward_weights(backward);
     kernel_desc = backward.diff_weights_desc();
+    scratchpad_desc = backward.scratchpad_desc();
   }
   p->x = memory(x_desc, engine, DNNL_MEMORY_NONE);
   p->y = memory(y_desc, engine, DNNL_MEMORY_NONE);
   p->user_kernel = memory(hwio_kernel, engine, DNNL_MEMORY_NONE);
   p->kernel = memory(kernel_desc, engine);
-  p->to_primitive = dnnl::reorder(p->user_kernel, p->kernel);
-  p->from_primitive = dnnl::reorder(p->kernel, p->user_kernel);
+  const dnnl::reorder::primitive_desc to_primitive(engine, hwio_kernel, engine, kernel_desc, attributes);
+  const dnnl::reorder::primitive_desc from_primitive(engine, kernel_desc, engine, hwio_kernel, attributes);
+  p->to_primitive = dnnl::reorder(to_primitive);
+  p->from_primitive = dnnl::reorder(from_primitive);
+  size_t scratchpad_bytes = scratchpad_desc.get_size();
+  for (const auto& reorder : {to_primitive, from_primitive}) {
+    scratchpad_bytes = std::max(scratchpad_bytes, reorder.scratchpad_desc().get_size());
+  }
+  p->scratchpad = memory(memory::desc({static_cast<memory::dim>(scratchpad_bytes)}, memory::data_type::u8, Tag::a),
+                         engine);
   return *cache.emplace(k, std::move(p)).first->second;
 }
 
@@ -97,16 +117,21 @@ ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64
     p.x.set_data_handle(x);
     p.y.set_data_handle(y);
     p.user_kernel.set_data_handle(kernel);
+    const auto reorder = [&](dnnl::reorder& r, memory& from, memory& to) {
+      r.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
+    };
     if (face == kCorrelate) {
-      p.to_primitive.execute(stream, p.user_kernel, p.kernel);
-      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DST, p.y}});
+      reorder(p.to_primitive, p.user_kernel, p.kernel);
+      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DST, p.y},
+                                     {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
     } else if (face == kScatter) {
-      p.to_primitive.execute(stream, p.user_kernel, p.kernel);
-      p.convolution.execute(stream,
-                            {{DNNL_ARG_DIFF_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
+      reorder(p.to_primitive, p.user_kernel, p.kernel);
+      p.convolution.execute(stream, {{DNNL_ARG_DIFF_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y},
+                                     {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
     } else {
-      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_DIFF_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y}});
-      p.from_primitive.execute(stream, p.kernel, p.user_kernel);
+      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_DIFF_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y},
+                                     {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
+      reorder(p.from_primitive, p.kernel, p.user_kernel);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
