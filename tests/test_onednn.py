@@ -51,10 +51,14 @@ def test_a_failing_build_says_why_and_leaves_nothing(loaded, tmp_path, monkeypat
   assert list(cache.iterdir()) == []
 
 
-def _enabled_in_a_new_process(**environment) -> subprocess.CompletedProcess:
-  script = "import jax.numpy as jnp; from wgan_gp_jax import onednn; print(onednn.enabled(jnp.float32))"
+def _in_a_new_process(script: str, **environment) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                         env={**os.environ, "PYTHONPATH": os.getcwd(), **environment})
+
+
+def _enabled_in_a_new_process(**environment) -> subprocess.CompletedProcess:
+  return _in_a_new_process(
+      "import jax.numpy as jnp; from wgan_gp_jax import onednn; print(onednn.enabled(jnp.float32))", **environment)
 
 
 def test_the_environment_variable_turns_it_off_requires_it_or_is_refused(loaded, tmp_path):
@@ -81,8 +85,7 @@ def test_without_the_packages_it_is_off_without_a_warning():
             "warnings.simplefilter('error')\n"
             "from wgan_gp_jax import onednn\n"
             "print(onednn.enabled(jnp.float32), onednn.version())\n")
-  ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  ran = _in_a_new_process(script)
   assert ran.returncode == 0 and ran.stdout.split() == ["False", "None"], ran.stderr
 
 
@@ -140,6 +143,5 @@ thread.start()
 thread.join()
 print(np.array_equal(made_here, elsewhere[0]))
 """
-  ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  ran = _in_a_new_process(script)
   assert ran.returncode == 0 and ran.stdout.split() == ["True"], (ran.returncode, ran.stderr[-2000:])

@@ -9,8 +9,8 @@
 //
 // Every primitive has a scratchpad of its own (scratchpad_mode::user). The library's default mode shares a buffer per
 // *thread*, sized by the primitives created on that thread; XLA runs a handler on whichever of its threads is free, so
-// a primitive created on one thread and run on another wrote past the end of that thread's smaller buffer (heap
-// corruption, now and then, in the tests: 2026-12-03).
+// a primitive created on one thread and run on another used that thread's buffer: smaller (it wrote past its end:
+// heap corruption, now and then, in the tests, 2026-12-03) or none (a segfault; tests/test_onednn.py runs one so).
 
 #include <algorithm>
 #include <array>
