@@ -273,15 +273,23 @@ def test_layers_have_flax_parameters_and_outputs():
   _assert_close(_compile(mine.apply, variables, x)(variables, x), _compile(reference.apply, variables, x)(variables, x))
 
 
+class _FlaxBatchNormReLU(nn.BatchNorm):
+
+  def __call__(self, x, use_running_average=None):
+    return nn.relu(super().__call__(x, use_running_average))
+
+
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_batch_norm_is_flax_batch_norm_with_its_gradients_and_statistics(dtype):
-  """layers.BatchNorm against nn.BatchNorm: the same variables, training-mode outputs, gradients of the input, scale
-  and bias (a nonlinear loss, under jit), running statistics, and evaluation-mode outputs; float32 inputs computed in
-  ``dtype``, and bfloat16 inputs."""
+def test_batch_norm_is_flax_batch_norm_with_its_gradients_and_statistics(dtype, relu):
+  """layers.BatchNorm against nn.BatchNorm (then nn.relu where ``relu``): the same variables, training-mode outputs,
+  gradients of the input, scale and bias (a nonlinear loss, under jit), running statistics, and evaluation-mode
+  outputs; float32 inputs computed in ``dtype``, and bfloat16 inputs."""
   x = _random(0, (8, 5, 6, 4)) * 3 + 1
   cotangent = _random(3, x.shape)
   for inputs in ([x, x.astype(jnp.bfloat16)] if dtype == "bfloat16" else [x]):
-    mine, reference = layers.BatchNorm(momentum=0.9, dtype=dtype), nn.BatchNorm(momentum=0.9, dtype=dtype)
+    mine = layers.BatchNorm(momentum=0.9, dtype=dtype, relu=relu)
+    reference = (_FlaxBatchNormReLU if relu else nn.BatchNorm)(momentum=0.9, dtype=dtype)
     variables = mine.init(jax.random.key(1), inputs, use_running_average=False)
     reference_variables = reference.init(jax.random.key(1), inputs, use_running_average=False)
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference_variables)

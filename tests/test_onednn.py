@@ -145,3 +145,33 @@ print(np.array_equal(made_here, elsewhere[0]))
 """
   ran = _in_a_new_process(script)
   assert ran.returncode == 0 and ran.stdout.split() == ["True"], (ran.returncode, ran.stderr[-2000:])
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(8, 5, 6, 4), (12, 5)])
+def test_batch_norm_by_onednn_is_the_reference_to_second_order(loaded, relu, shape):
+  """layers.batch_norm through oneDNN's batch normalisation (the ReLU fused) against its reference pass (XLA's):
+  outputs and statistics, gradients of x, scale and bias, and the gradient of a penalty on x's gradient (second
+  order: oneDNN's passes differentiate as the reference ones); 2-D inputs as (M, 1, 1, C)."""
+  from wgan_gp_jax.models import layers
+  x = jax.random.normal(jax.random.key(0), shape) * 2 + 0.5
+  scale, bias = jnp.linspace(0.5, 1.5, shape[-1]), jnp.linspace(-0.4, 0.3, shape[-1])
+  weights = jax.random.normal(jax.random.key(1), shape)
+
+  def derivatives(x, scale, bias):
+    def loss(x, scale, bias):
+      return jnp.sum(jnp.sin(layers.batch_norm(x, scale, bias, 1e-5, relu=relu)) * weights)
+    penalty = lambda scale, bias: jnp.sum(jnp.square(jax.grad(loss)(x, scale, bias)))
+    return (layers.batch_norm_with_statistics(x, scale, bias, 1e-5, relu=relu),
+            jax.grad(loss, argnums=(0, 1, 2))(x, scale, bias), jax.grad(penalty, argnums=(0, 1))(scale, bias))
+
+  program = jax.jit(derivatives).lower(x, scale, bias).as_text()
+  assert "wgan_gp_jax_onednn_norm_forward" in program and "wgan_gp_jax_onednn_norm_backward" in program
+  with onednn.off():
+    jax.clear_caches()  # jit keeps what it traced
+    reference_program = jax.jit(derivatives).lower(x, scale, bias)
+  jax.clear_caches()
+  assert "onednn_norm" not in reference_program.as_text()
+  for actual, expected in zip(jax.tree.leaves(jax.jit(derivatives)(x, scale, bias)),
+                              jax.tree.leaves(reference_program.compile()(x, scale, bias))):
+    np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(expected))))

@@ -1,4 +1,5 @@
-"""oneDNN's direct convolutions as XLA:CPU custom calls: ``conv``'s three faces without patch matrices.
+"""oneDNN's direct convolutions as XLA:CPU custom calls: ``conv``'s three faces without patch matrices; and
+oneDNN's batch normalisation, the ReLU fused in (``norm_forward``, ``norm_backward``: ``layers.batch_norm``'s).
 
 On XLA:CPU ``conv`` writes every convolution as matrix products over im2col
 patches or Winograd tiles, matrices several times the size of the output that
@@ -32,6 +33,7 @@ import ctypes
 import functools
 import hashlib
 import importlib.metadata
+import math
 import os
 import pathlib
 import platform
@@ -51,7 +53,8 @@ RUNTIME_PACKAGE, HEADERS_PACKAGE = "onednn-cpu-tbb", "onednn-devel-cpu-tbb"
 # What that build of libdnnl loads: TBB's threads, and the Intel compiler's runtime (libimf, libintlc).
 DEPENDENCIES = {"tbb": "lib/libtbb.so.12", "intel-cmplr-lib-rt": "lib/libimf.so"}
 SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
-_TARGETS = {"correlate": "OnednnCorrelate", "scatter": "OnednnScatter", "weight": "OnednnWeight"}
+_TARGETS = {"correlate": "OnednnCorrelate", "scatter": "OnednnScatter", "weight": "OnednnWeight",
+            "norm_forward": "OnednnNormForward", "norm_backward": "OnednnNormBackward"}
 _TARGET_PREFIX = "wgan_gp_jax_onednn_"
 
 
@@ -144,24 +147,30 @@ def off():
 
 
 @functools.cache
-def _load() -> bool:
-  """Builds, loads and registers the handlers once per process; False (with a warning) where that fails."""
+def _library() -> ctypes.CDLL | None:
+  """Builds, loads and registers the handlers once per process; None (with a warning) where that fails."""
   setting = os.environ.get(ENVIRONMENT_VARIABLE, "")
   if setting not in ("", "0", "1"):
     raise ValueError(f"{ENVIRONMENT_VARIABLE} must be 0, 1 or unset, got {setting!r}.")
   if setting == "0":
-    return False
+    return None
   try:
     library = ctypes.CDLL(str(build()))
   except (Unavailable, OSError) as error:
     if setting == "1":
       raise Unavailable(f"{ENVIRONMENT_VARIABLE}=1 but oneDNN's convolutions cannot be used: {error}") from error
     if not isinstance(error, NotInstalled):
-      warnings.warn(f"oneDNN's convolutions are off, conv uses its matrix products: {error}", stacklevel=2)
-    return False
+      warnings.warn(f"oneDNN's convolutions are off, conv uses its matrix products: {error}", stacklevel=3)
+    return None
   for face, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(_TARGET_PREFIX + face, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-  return True
+  library.WgangpOnednnNormMaskBytes.restype = ctypes.c_int64
+  library.WgangpOnednnNormMaskBytes.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int64]
+  return library
+
+
+def _load() -> bool:
+  return _library() is not None
 
 
 def enabled(dtype) -> bool:
@@ -208,3 +217,55 @@ def scatter(y: jax.Array, w: jax.Array, geometry) -> jax.Array:
 def weight(x: jax.Array, y: jax.Array, geometry) -> jax.Array:
   """``conv.weight`` by oneDNN's backward-weights convolution."""
   return _call("weight", x, y, geometry)
+
+
+def _shape_4d(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+  """(..., C) as (M, 1, 1, C) for oneDNN's NHWC batch norm (M every other axis); 4-D shapes as they are."""
+  return tuple(shape) if len(shape) == 4 else (math.prod(shape[:-1]), 1, 1, shape[-1])
+
+
+def _as_4d(x: jax.Array) -> jax.Array:
+  return x.reshape(_shape_4d(x.shape))
+
+
+def _norm_mask_shape(shape: tuple[int, ...], epsilon: float, relu: bool) -> tuple[int]:
+  n, height, width, channels = shape
+  size = _library().WgangpOnednnNormMaskBytes(n, height, width, channels, epsilon, int(relu))
+  if size < 0:
+    raise Unavailable(f"oneDNN has no batch normalisation for {shape} here")
+  return (size,)
+
+
+def norm_forward(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                 relu: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Training-mode batch norm over every axis but the last, by oneDNN, then ReLU where ``relu``: ``(y, mean, var,
+  mask)``, the batch's mean and biased variance, and the ReLU's mask (bits, oneDNN's own layout) for
+  ``norm_backward``. float32; the statistics of ``(x - mean)`` (two passes), not flax's ``E[x^2] - E[x]^2``."""
+  if not _load():
+    raise Unavailable(f"oneDNN is off here ({ENVIRONMENT_VARIABLE}=0, or it failed to build: see the warning)")
+  x4 = _as_4d(x)
+  channels = (x.shape[-1],)
+  call = jax.ffi.ffi_call(_TARGET_PREFIX + "norm_forward", (
+      jax.ShapeDtypeStruct(x4.shape, jnp.float32), jax.ShapeDtypeStruct(channels, jnp.float32),
+      jax.ShapeDtypeStruct(channels, jnp.float32),
+      jax.ShapeDtypeStruct(norm_mask_shape(x.shape, epsilon, relu), jnp.uint8)), vmap_method="sequential")
+  y, mean, var, mask = call(x4, scale, bias, epsilon=np.float32(epsilon), relu=np.int64(relu))
+  return y.reshape(x.shape), mean, var, mask
+
+
+def norm_backward(x: jax.Array, scale: jax.Array, mean: jax.Array, var: jax.Array, mask: jax.Array,
+                  y_bar: jax.Array, epsilon: float, relu: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The gradients ``(x_bar, scale_bar, bias_bar)`` of ``norm_forward``'s ``y`` (its statistics as it gave them)."""
+  x4 = _as_4d(x)
+  channels = (x.shape[-1],)
+  call = jax.ffi.ffi_call(_TARGET_PREFIX + "norm_backward", (
+      jax.ShapeDtypeStruct(x4.shape, jnp.float32), jax.ShapeDtypeStruct(channels, jnp.float32),
+      jax.ShapeDtypeStruct(channels, jnp.float32)), vmap_method="sequential")
+  x_bar, scale_bar, bias_bar = call(x4, _as_4d(y_bar), scale, mean, var, mask, epsilon=np.float32(epsilon),
+                                    relu=np.int64(relu))
+  return x_bar.reshape(x.shape), scale_bar, bias_bar
+
+
+def norm_mask_shape(x_shape: tuple[int, ...], epsilon: float, relu: bool) -> tuple[int]:
+  """The shape of ``norm_forward``'s mask for an input of ``x_shape``."""
+  return _norm_mask_shape(_shape_4d(x_shape), epsilon, relu)

@@ -1,4 +1,5 @@
-// The three faces of conv.py's trilinear form as oneDNN's direct convolutions, behind XLA FFI handlers.
+// The three faces of conv.py's trilinear form as oneDNN's direct convolutions, and batch normalisation (with the ReLU
+// after it fused in; models/layers.py's batch_norm), behind XLA FFI handlers.
 //
 // x (N, H, W, C) and y (N, h, w, D) are NHWC, the kernel (kh, kw, C, D) is HWIO, all float32 and row-major, as XLA
 // lays them out; oneDNN reads and writes them in place. Only the kernel is reordered, to and from the (blocked) layout
@@ -18,7 +19,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <cstring>
 #include <string>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -161,6 +164,99 @@ ffi::Error Weight(F32 x, F32 y, F32Result kernel, GEOMETRY_PARAMETERS) {
              y.typed_data(), GEOMETRY);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Batch normalisation over N, H, W (x NHWC), with the ReLU after it fused in, training mode: the forward pass gives
+// the output, the batch's mean and (biased) variance, and the ReLU's mask (oneDNN's workspace); the backward pass
+// the gradients of x, scale and shift.
+
+struct Norm {
+  dnnl::primitive forward, backward;
+  memory::desc x_desc, stats_desc, workspace_desc;
+  memory forward_scratchpad, backward_scratchpad;
+};
+
+std::map<std::array<int64_t, 6>, std::unique_ptr<Norm>> norm_cache;
+
+Norm& GetNorm(int64_t n, int64_t H, int64_t W, int64_t C, float epsilon, bool relu) {
+  int32_t epsilon_bits;
+  std::memcpy(&epsilon_bits, &epsilon, sizeof epsilon_bits);
+  const std::array<int64_t, 6> k{n, H, W, C, epsilon_bits, relu};
+  auto found = norm_cache.find(k);
+  if (found != norm_cache.end()) return *found->second;
+  auto& engine = Engine();
+  auto p = std::make_unique<Norm>();
+  p->x_desc = memory::desc({n, C, H, W}, kF32, Tag::nhwc);
+  p->stats_desc = memory::desc({C}, kF32, Tag::a);
+  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  if (relu) flags = flags | dnnl::normalization_flags::fuse_norm_relu;
+  dnnl::primitive_attr attributes;
+  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const dnnl::batch_normalization_forward::primitive_desc forward(
+      engine, dnnl::prop_kind::forward_training, p->x_desc, p->x_desc, epsilon, flags, attributes);
+  const dnnl::batch_normalization_backward::primitive_desc backward(
+      engine, dnnl::prop_kind::backward, p->x_desc, p->x_desc, p->x_desc, epsilon, flags, forward, attributes);
+  p->forward = dnnl::batch_normalization_forward(forward);
+  p->backward = dnnl::batch_normalization_backward(backward);
+  p->workspace_desc = forward.workspace_desc();
+  p->forward_scratchpad = memory(forward.scratchpad_desc(), engine);
+  p->backward_scratchpad = memory(backward.scratchpad_desc(), engine);
+  return *norm_cache.emplace(k, std::move(p)).first->second;
+}
+
+memory Wrap(const memory::desc& desc, void* data) { return memory(desc, Engine(), data); }
+
+ffi::Error NormForward(F32 x, F32 scale, F32 shift, F32Result y, F32Result mean, F32Result variance,
+                       ffi::Result<ffi::AnyBuffer> workspace, float epsilon, int64_t relu) {
+  const auto d = x.dimensions();
+  if (d.size() != 4) return ffi::Error::InvalidArgument("onednn batch norm: x must be 4-D (NHWC)");
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    Norm& p = GetNorm(d[0], d[1], d[2], d[3], epsilon, relu != 0);
+    if (workspace->size_bytes() < p.workspace_desc.get_size()) {
+      return ffi::Error::InvalidArgument("onednn batch norm: the workspace is too small");
+    }
+    dnnl::stream stream(Engine());
+    std::unordered_map<int, memory> arguments{
+        {DNNL_ARG_SRC, Wrap(p.x_desc, x.typed_data())},          {DNNL_ARG_DST, Wrap(p.x_desc, y->typed_data())},
+        {DNNL_ARG_SCALE, Wrap(p.stats_desc, scale.typed_data())}, {DNNL_ARG_SHIFT, Wrap(p.stats_desc, shift.typed_data())},
+        {DNNL_ARG_MEAN, Wrap(p.stats_desc, mean->typed_data())},  {DNNL_ARG_VARIANCE, Wrap(p.stats_desc, variance->typed_data())},
+        {DNNL_ARG_SCRATCHPAD, p.forward_scratchpad}};
+    if (relu) arguments.emplace(DNNL_ARG_WORKSPACE, Wrap(p.workspace_desc, workspace->untyped_data()));
+    p.forward.execute(stream, arguments);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error NormBackward(F32 x, F32 y_bar, F32 scale, F32 mean, F32 variance, ffi::AnyBuffer workspace,
+                        F32Result x_bar, F32Result scale_bar, F32Result shift_bar, float epsilon, int64_t relu) {
+  const auto d = x.dimensions();
+  if (d.size() != 4) return ffi::Error::InvalidArgument("onednn batch norm: x must be 4-D (NHWC)");
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    Norm& p = GetNorm(d[0], d[1], d[2], d[3], epsilon, relu != 0);
+    dnnl::stream stream(Engine());
+    std::unordered_map<int, memory> arguments{
+        {DNNL_ARG_SRC, Wrap(p.x_desc, x.typed_data())},
+        {DNNL_ARG_DIFF_DST, Wrap(p.x_desc, y_bar.typed_data())},
+        {DNNL_ARG_SCALE, Wrap(p.stats_desc, scale.typed_data())},
+        {DNNL_ARG_MEAN, Wrap(p.stats_desc, mean.typed_data())},
+        {DNNL_ARG_VARIANCE, Wrap(p.stats_desc, variance.typed_data())},
+        {DNNL_ARG_DIFF_SRC, Wrap(p.x_desc, x_bar->typed_data())},
+        {DNNL_ARG_DIFF_SCALE, Wrap(p.stats_desc, scale_bar->typed_data())},
+        {DNNL_ARG_DIFF_SHIFT, Wrap(p.stats_desc, shift_bar->typed_data())},
+        {DNNL_ARG_SCRATCHPAD, p.backward_scratchpad}};
+    if (relu) arguments.emplace(DNNL_ARG_WORKSPACE, Wrap(p.workspace_desc, workspace.untyped_data()));
+    p.backward.execute(stream, arguments);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Every face: two operands, one result, and the geometry (conv.Geometry) as attributes.
@@ -179,3 +275,39 @@ ffi::Error Weight(F32 x, F32 y, F32Result kernel, GEOMETRY_PARAMETERS) {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnCorrelate, Correlate, BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnScatter, Scatter, BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnWeight, Weight, BINDING);
+
+// The size in bytes of the ReLU mask the batch norm of an (n, H, W, C) input keeps (0 without the ReLU).
+extern "C" int64_t WgangpOnednnNormMaskBytes(int64_t n, int64_t H, int64_t W, int64_t C, float epsilon,
+                                                  int64_t relu) {
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    return GetNorm(n, H, W, C, epsilon, relu != 0).workspace_desc.get_size();
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnNormForward, NormForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnNormBackward, NormBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<int64_t>("relu"));

@@ -38,10 +38,10 @@ class DCGANGenerator(nn.Module):
     doublings = num_resolution_doublings(self.resolution)
     features = self.width * 2 ** (doublings - 1)
     x = Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
-    x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
     for i in range(doublings - 1):
       x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2), dtype=self.dtype)(x)
-      x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+      x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
     x = ConvTranspose(self.channels, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
 

@@ -38,9 +38,9 @@ class GeneratorBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
-    y = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    y = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
     y = Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
-    y = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(y))
+    y = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(y)
     y = Conv(self.features, (3, 3), dtype=self.dtype)(y)
     return shortcut + y
 
@@ -77,7 +77,7 @@ class ResNetGenerator(nn.Module):
     x = Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
       x = GeneratorBlock(self.width, dtype=self.dtype)(x, train)
-    x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+    x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
     return jnp.tanh(Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
 
 
