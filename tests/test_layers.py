@@ -99,6 +99,32 @@ def test_conv2d_transpose_matches_lax_with_first_and_second_derivatives(cpu_path
                  x, w)
 
 
+@pytest.mark.parametrize("height, width, kernel, stride, padding", TRANSPOSE_CASES)
+def test_conv2d_transpose_with_bias_is_conv2d_transpose_plus_bias_to_second_order(cpu_path, height, width, kernel,
+                                                                                  stride, padding):
+  """conv2d_transpose(bias=b) (oneDNN's deconvolution adds it on its path) against lax.conv_transpose + b: values,
+  gradients of x, kernel and bias, and the gradients of a penalty on x's gradient."""
+  x, w, b = _random(0, (2, height, width, 4)), _random(1, (kernel, kernel, 4, 8)), _random(2, (8,))
+  mine = lambda x, w, b: conv.conv2d_transpose(x, w, (stride, stride), padding, bias=b)
+  reference = lambda x, w, b: lax.conv_transpose(x, w, (stride, stride), padding,
+                                                 dimension_numbers=DIMENSION_NUMBERS) + b
+  cotangent = _random(3, jax.eval_shape(reference, x, w, b).shape)
+
+  def derivatives(fn):
+    def compute(x, w, b):
+      y, vjp = jax.vjp(fn, x, w, b)
+      penalty = lambda w, b: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(fn(x, w, b)) ** 2))(x) ** 2)
+      return y, vjp(cotangent), jax.grad(penalty, argnums=(0, 1))(w, b)
+    return compute
+
+  if cpu_path == "onednn":
+    assert _onednn_faces(mine, x, w, b)[0] == "scatter_bias"
+  results = _compile(derivatives(mine), x, w, b)(x, w, b)
+  reference_results = _compile(derivatives(reference), x, w, b)(x, w, b)
+  for result, reference_result, rtol in zip(results, reference_results, (2e-5, 2e-5, 1e-4)):
+    _assert_close(result, reference_result, rtol=rtol)
+
+
 # Shapes XLA:CPU computes by Winograd F(4, 3) on the space-to-depth grid (conv._winograd_pays: float32, 64 channels
 # on the high-resolution side, 32 for the input gradient, outputs of 8x8 or more): the DCGAN's 5x5 stride 2 and the
 # ResNet's 3x3 stride 1.

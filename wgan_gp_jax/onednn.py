@@ -54,6 +54,7 @@ RUNTIME_PACKAGE, HEADERS_PACKAGE = "onednn-cpu-tbb", "onednn-devel-cpu-tbb"
 DEPENDENCIES = {"tbb": "lib/libtbb.so.12", "intel-cmplr-lib-rt": "lib/libimf.so"}
 SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
 _TARGETS = {"correlate": "OnednnCorrelate", "scatter": "OnednnScatter", "weight": "OnednnWeight",
+            "scatter_bias": "OnednnScatterBias",
             "norm_forward": "OnednnNormForward", "norm_backward": "OnednnNormBackward"}
 _TARGET_PREFIX = "wgan_gp_jax_onednn_"
 
@@ -187,21 +188,26 @@ def version() -> str | None:
   return importlib.metadata.version(RUNTIME_PACKAGE) if enabled(jnp.float32) else None
 
 
-def _call(face: str, a: jax.Array, b: jax.Array, geometry) -> jax.Array:
+def _call(face: str, a: jax.Array, b: jax.Array, geometry, *extra: jax.Array) -> jax.Array:
   if not _load():
     raise Unavailable(f"oneDNN's convolutions are off here ({ENVIRONMENT_VARIABLE}=0, or they failed to build: see the"
                       " warning); conv's functions choose them only where enabled() says so")
   for operand in (a, b):
     if operand.dtype != jnp.float32 or operand.ndim != 4:
       raise ValueError(f"oneDNN's {face} takes 4-D float32 operands, got {operand.dtype} {operand.shape}.")
+  for operand in extra:
+    if operand.dtype != jnp.float32 or operand.shape != (b.shape[2],):
+      raise ValueError(f"oneDNN's {face} takes a float32 bias of shape {(b.shape[2],)}, got {operand.dtype} "
+                       f"{operand.shape}.")
   height, width = geometry.axes
   shape = {"correlate": (a.shape[0], height.low_size, width.low_size, b.shape[3]),
            "scatter": (a.shape[0], height.high_size, width.high_size, b.shape[2]),
+           "scatter_bias": (a.shape[0], height.high_size, width.high_size, b.shape[2]),
            "weight": (height.kernel, width.kernel, a.shape[3], b.shape[3])}[face]
   attributes = dict(stride_h=height.stride, stride_w=width.stride, low_h=height.low_padding, low_w=width.low_padding,
                     high_h=height.high_padding, high_w=width.high_padding)
   call = jax.ffi.ffi_call(_TARGET_PREFIX + face, jax.ShapeDtypeStruct(shape, a.dtype), vmap_method="sequential")
-  return call(a, b, **{name: np.int64(value) for name, value in attributes.items()})
+  return call(a, b, *extra, **{name: np.int64(value) for name, value in attributes.items()})
 
 
 def correlate(x: jax.Array, w: jax.Array, geometry) -> jax.Array:
@@ -209,9 +215,10 @@ def correlate(x: jax.Array, w: jax.Array, geometry) -> jax.Array:
   return _call("correlate", x, w, geometry)
 
 
-def scatter(y: jax.Array, w: jax.Array, geometry) -> jax.Array:
-  """``conv.scatter`` by oneDNN's backward-data convolution."""
-  return _call("scatter", y, w, geometry)
+def scatter(y: jax.Array, w: jax.Array, geometry, bias: jax.Array | None = None) -> jax.Array:
+  """``conv.scatter`` by oneDNN's backward-data convolution; plus ``bias`` (one per output channel), added while the
+  output is in the cache."""
+  return _call("scatter", y, w, geometry) if bias is None else _call("scatter_bias", y, w, geometry, bias)
 
 
 def weight(x: jax.Array, y: jax.Array, geometry) -> jax.Array:

@@ -34,14 +34,15 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 constexpr auto kF32 = memory::data_type::f32;
 
-enum Face : int64_t { kCorrelate = 0, kScatter = 1, kWeight = 2 };
+// kScatterBias: the scatter plus a bias, as oneDNN's deconvolution (which adds the bias in its kernel).
+enum Face : int64_t { kCorrelate = 0, kScatter = 1, kWeight = 2, kScatterBias = 3 };
 
 // face, N, H, W, C, h, w, D, kh, kw, stride (2), low padding (2), high padding (2)
 using Key = std::array<int64_t, 16>;
 
 struct Primitive {
   dnnl::primitive convolution;
-  memory x, y, user_kernel;  // described once; their data handles are set per call
+  memory x, y, user_kernel, bias;  // described once; their data handles are set per call
   memory kernel;             // in the primitive's layout (blocked), a buffer of its own
   dnnl::reorder to_primitive, from_primitive;
   memory scratchpad;         // the largest any of the three needs (calls are serialised: one is enough)
@@ -63,7 +64,8 @@ Primitive& Get(const Key& k) {
   const memory::dims strides{k[10], k[11]}, low{k[12], k[13]}, high{k[14], k[15]};
   auto& engine = Engine();
   const memory::desc x_desc({n, C, H, W}, kF32, Tag::nhwc), y_desc({n, D, h, w}, kF32, Tag::nhwc);
-  const memory::desc any_kernel({D, C, kh, kw}, kF32, Tag::any), hwio_kernel({D, C, kh, kw}, kF32, Tag::hwio);
+  const memory::desc any_kernel({D, C, kh, kw}, kF32, Tag::any);
+  memory::desc hwio_kernel({D, C, kh, kw}, kF32, Tag::hwio);
   const auto algorithm = dnnl::algorithm::convolution_direct;
   dnnl::primitive_attr attributes;
   attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -75,6 +77,16 @@ Primitive& Get(const Key& k) {
     p->convolution = dnnl::convolution_forward(forward);
     kernel_desc = forward.weights_desc();
     scratchpad_desc = forward.scratchpad_desc();
+  } else if (face == kScatterBias) {
+    // The deconvolution's weights are (its outputs C, its inputs D, kh, kw): our HWIO kernel with strides to match.
+    hwio_kernel = memory::desc({C, D, kh, kw}, kF32, memory::dims{D, 1, kw * C * D, C * D});
+    const memory::desc any_deconvolution_kernel({C, D, kh, kw}, kF32, Tag::any);
+    const dnnl::deconvolution_forward::primitive_desc deconvolution(
+        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::deconvolution_direct, y_desc,
+        any_deconvolution_kernel, memory::desc({C}, kF32, Tag::a), x_desc, strides, low, high, attributes);
+    p->convolution = dnnl::deconvolution_forward(deconvolution);
+    kernel_desc = deconvolution.weights_desc();
+    scratchpad_desc = deconvolution.scratchpad_desc();
   } else if (face == kScatter) {
     const dnnl::convolution_backward_data::primitive_desc backward(engine, algorithm, x_desc, any_kernel, y_desc,
                                                                    strides, low, high, forward, attributes);
@@ -88,6 +100,7 @@ Primitive& Get(const Key& k) {
     kernel_desc = backward.diff_weights_desc();
     scratchpad_desc = backward.scratchpad_desc();
   }
+  p->bias = memory(memory::desc({C}, kF32, Tag::a), engine, DNNL_MEMORY_NONE);
   p->x = memory(x_desc, engine, DNNL_MEMORY_NONE);
   p->y = memory(y_desc, engine, DNNL_MEMORY_NONE);
   p->user_kernel = memory(hwio_kernel, engine, DNNL_MEMORY_NONE);
@@ -105,9 +118,10 @@ Primitive& Get(const Key& k) {
   return *cache.emplace(k, std::move(p)).first->second;
 }
 
+// `bias`: kScatterBias's, one per output channel (C).
 ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> kernel_dims,
                ffi::Span<const int64_t> y_dims, float* x, float* kernel, float* y, int64_t stride_h, int64_t stride_w,
-               int64_t low_h, int64_t low_w, int64_t high_h, int64_t high_w) {
+               int64_t low_h, int64_t low_w, int64_t high_h, int64_t high_w, const float* bias = nullptr) {
   if (x_dims.size() != 4 || kernel_dims.size() != 4 || y_dims.size() != 4) {
     return ffi::Error::InvalidArgument("onednn_conv: every operand must be 4-D (NHWC, HWIO)");
   }
@@ -127,6 +141,11 @@ ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64
       reorder(p.to_primitive, p.user_kernel, p.kernel);
       p.convolution.execute(stream, {{DNNL_ARG_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DST, p.y},
                                      {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
+    } else if (face == kScatterBias) {
+      p.bias.set_data_handle(const_cast<float*>(bias));
+      reorder(p.to_primitive, p.user_kernel, p.kernel);
+      p.convolution.execute(stream, {{DNNL_ARG_SRC, p.y}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_BIAS, p.bias},
+                                     {DNNL_ARG_DST, p.x}, {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
     } else if (face == kScatter) {
       reorder(p.to_primitive, p.user_kernel, p.kernel);
       p.convolution.execute(stream, {{DNNL_ARG_DIFF_SRC, p.x}, {DNNL_ARG_WEIGHTS, p.kernel}, {DNNL_ARG_DIFF_DST, p.y},
@@ -157,6 +176,14 @@ ffi::Error Correlate(F32 x, F32 kernel, F32Result y, GEOMETRY_PARAMETERS) {
 ffi::Error Scatter(F32 y, F32 kernel, F32Result x, GEOMETRY_PARAMETERS) {
   return Run(kScatter, x->dimensions(), kernel.dimensions(), y.dimensions(), x->typed_data(), kernel.typed_data(),
              y.typed_data(), GEOMETRY);
+}
+
+ffi::Error ScatterBias(F32 y, F32 kernel, F32 bias, F32Result x, GEOMETRY_PARAMETERS) {
+  if (bias.element_count() != static_cast<size_t>(x->dimensions()[3])) {
+    return ffi::Error::InvalidArgument("onednn_conv: the bias must have one entry per output channel");
+  }
+  return Run(kScatterBias, x->dimensions(), kernel.dimensions(), y.dimensions(), x->typed_data(), kernel.typed_data(),
+             y.typed_data(), GEOMETRY, bias.typed_data());
 }
 
 ffi::Error Weight(F32 x, F32 y, F32Result kernel, GEOMETRY_PARAMETERS) {
@@ -259,22 +286,22 @@ ffi::Error NormBackward(F32 x, F32 y_bar, F32 scale, F32 mean, F32 variance, ffi
 
 }  // namespace
 
-// Every face: two operands, one result, and the geometry (conv.Geometry) as attributes.
-#define BINDING                                                                                             \
-  ffi::Ffi::Bind()                                                                                          \
-      .Arg<F32>()                                                                                           \
-      .Arg<F32>()                                                                                           \
-      .Ret<F32>()                                                                                           \
-      .Attr<int64_t>("stride_h")                                                                            \
-      .Attr<int64_t>("stride_w")                                                                            \
-      .Attr<int64_t>("low_h")                                                                               \
-      .Attr<int64_t>("low_w")                                                                               \
-      .Attr<int64_t>("high_h")                                                                              \
+// Every face: two operands (three with a bias), one result, and the geometry (conv.Geometry) as attributes.
+#define GEOMETRY_ATTRIBUTES \
+  .Attr<int64_t>("stride_h")     \
+      .Attr<int64_t>("stride_w") \
+      .Attr<int64_t>("low_h")    \
+      .Attr<int64_t>("low_w")    \
+      .Attr<int64_t>("high_h")   \
       .Attr<int64_t>("high_w")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnCorrelate, Correlate, BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnScatter, Scatter, BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnWeight, Weight, BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnCorrelate, Correlate,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY_ATTRIBUTES);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnScatter, Scatter, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY_ATTRIBUTES);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnWeight, Weight, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY_ATTRIBUTES);
+// The scatter with a bias: (y, kernel, bias) -> x.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnScatterBias, ScatterBias,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY_ATTRIBUTES);
 
 // The size in bytes of the ReLU mask the batch norm of an (n, H, W, C) input keeps (0 without the ReLU).
 extern "C" int64_t WgangpOnednnNormMaskBytes(int64_t n, int64_t H, int64_t W, int64_t C, float epsilon,

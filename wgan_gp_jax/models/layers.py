@@ -73,8 +73,7 @@ class ConvTranspose(nn.ConvTranspose):
     if self.transpose_kernel:
       # lax.conv_transpose(transpose_kernel=True) flips the kernel and swaps its channel axes.
       kernel = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    y = conv.conv2d_transpose(inputs, kernel, _pair(self.strides, "strides"), self.padding)
-    return y if bias is None else y + bias
+    return conv.conv2d_transpose(inputs, kernel, _pair(self.strides, "strides"), self.padding, bias)
 
 
 def _row_major_product(a: jax.Array, b: jax.Array) -> jax.Array:
