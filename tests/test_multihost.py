@@ -39,10 +39,15 @@ def _start_two_processes(workdir: pathlib.Path, env: dict[str, str], overrides: 
 
 
 def _assert_close_runs(a: experiment.Run, b: experiment.Run) -> None:
+  """Equal to the rounding of sums whose order depends on the process layout (gloo's all-reduce across processes,
+  XLA's within one), grown by a few training steps: the largest state difference measured was 4.9e-6 (2026-12-03,
+  batch norm by XLA) and 9.8e-6 (oneDNN's); the 8-bit samples then differ by at most one level in a few pixels."""
   assert int(a.state.step) == int(b.state.step)
   for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
-    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(a.sample(64, seed=1), b.sample(64, seed=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=3e-5)
+  samples, reference_samples = (run.sample(64, seed=1).astype(np.int32) for run in (a, b))
+  assert np.max(np.abs(samples - reference_samples)) <= 1
+  assert np.mean(samples != reference_samples) < 0.01
 
 
 def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:

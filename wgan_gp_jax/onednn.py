@@ -216,8 +216,8 @@ def correlate(x: jax.Array, w: jax.Array, geometry) -> jax.Array:
 
 
 def scatter(y: jax.Array, w: jax.Array, geometry, bias: jax.Array | None = None) -> jax.Array:
-  """``conv.scatter`` by oneDNN's backward-data convolution; plus ``bias`` (one per output channel), added while the
-  output is in the cache."""
+  """``conv.scatter`` by oneDNN's backward-data convolution; with ``bias`` (one per output channel), by oneDNN's
+  deconvolution, which adds it in its kernel."""
   return _call("scatter", y, w, geometry) if bias is None else _call("scatter_bias", y, w, geometry, bias)
 
 
@@ -235,14 +235,6 @@ def _as_4d(x: jax.Array) -> jax.Array:
   return x.reshape(_shape_4d(x.shape))
 
 
-def _norm_mask_shape(shape: tuple[int, ...], epsilon: float, relu: bool) -> tuple[int]:
-  n, height, width, channels = shape
-  size = _library().WgangpOnednnNormMaskBytes(n, height, width, channels, epsilon, int(relu))
-  if size < 0:
-    raise Unavailable(f"oneDNN has no batch normalisation for {shape} here")
-  return (size,)
-
-
 def norm_forward(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
                  relu: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Training-mode batch norm over every axis but the last, by oneDNN, then ReLU where ``relu``: ``(y, mean, var,
@@ -250,6 +242,8 @@ def norm_forward(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
   ``norm_backward``. float32; the statistics of ``(x - mean)`` (two passes), not flax's ``E[x^2] - E[x]^2``."""
   if not _load():
     raise Unavailable(f"oneDNN is off here ({ENVIRONMENT_VARIABLE}=0, or it failed to build: see the warning)")
+  if x.dtype != jnp.float32 or x.ndim < 2:
+    raise ValueError(f"oneDNN's batch norm takes float32 inputs of 2 or more axes, got {x.dtype} {x.shape}.")
   x4 = _as_4d(x)
   channels = (x.shape[-1],)
   call = jax.ffi.ffi_call(_TARGET_PREFIX + "norm_forward", (
@@ -274,5 +268,8 @@ def norm_backward(x: jax.Array, scale: jax.Array, mean: jax.Array, var: jax.Arra
 
 
 def norm_mask_shape(x_shape: tuple[int, ...], epsilon: float, relu: bool) -> tuple[int]:
-  """The shape of ``norm_forward``'s mask for an input of ``x_shape``."""
-  return _norm_mask_shape(_shape_4d(x_shape), epsilon, relu)
+  """The shape of ``norm_forward``'s mask (bytes) for an input of ``x_shape``; (0,) without the ReLU."""
+  size = _library().WgangpOnednnNormMaskBytes(*_shape_4d(x_shape), epsilon, int(relu))
+  if size < 0:
+    raise Unavailable(f"oneDNN has no batch normalisation for inputs of shape {x_shape} here")
+  return (size,)

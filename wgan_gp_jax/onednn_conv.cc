@@ -16,10 +16,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <cstring>
 #include <string>
 #include <unordered_map>
 

@@ -13,9 +13,8 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
-
 import numpy as np
+from jax import lax
 
 from wgan_gp_jax import conv, onednn
 
