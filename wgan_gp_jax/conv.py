@@ -312,11 +312,11 @@ def _correlate_cpu(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
 
 def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry, bias: jax.Array | None = None) -> jax.Array:
   channels, with_onednn = w.shape[2], onednn.enabled(y.dtype)
-  if with_onednn and channels >= _ONEDNN_MIN_SCATTER_CHANNELS and not _winograd_pays(channels, geometry, y.dtype):
-    return onednn.scatter(y, w, geometry, bias)
   # Against col2im Winograd's input gradient pays from 32 channels; against oneDNN's, from 64 as the other faces.
   if _winograd_pays(channels, geometry, y.dtype, min_channels=64 if with_onednn else 32):
     x = winograd.scatter(y, w, geometry)
+  elif with_onednn and channels >= _ONEDNN_MIN_SCATTER_CHANNELS:
+    return onednn.scatter(y, w, geometry, bias)  # the bias in oneDNN's kernel
   elif with_onednn:
     x = _scatter_subpixel(y, w, geometry)
   else:
