@@ -28,7 +28,7 @@ import time
 _CHILD = """
 import json, os, sys, time
 mode, images, batch, resolution = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-from wgan_gp_jax import host
+from wgan_gp_jax.runner import host
 host.keep_freed_memory()
 if mode == "one_device_per_core":
   host.one_device_per_core()
@@ -84,7 +84,7 @@ def main() -> None:
     results.append(result)
   if args.json:
     import jax  # Only for the versions.
-    from wgan_gp_jax import host
+    from wgan_gp_jax.runner import host
     machine = dict(platform=platform.platform(), cpu=host.cpu_info(),
                    python=platform.python_version(), jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M"))
     with open(args.json, "w") as f:

@@ -43,7 +43,7 @@ for the device, and both frameworks compute in full float32 (no TF32: JAX's defa
 runs the GPU set (32 and 64 px, batch 64 and 512).
 
 ``--profile STEP`` times no framework: it lists where that compiled step spends its time, operation by operation of
-XLA's program (``experiments/step_profile.py``).
+XLA's program (``benchmarks/step_profile.py``).
 """
 
 import json
@@ -55,7 +55,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from wgan_gp_jax import host
+from wgan_gp_jax.runner import host
 
 host.keep_freed_memory()  # before JAX allocates anything
 
@@ -65,8 +65,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import cli, step_profile  # noqa: E402
-from wgan_gp_jax import losses, onednn  # noqa: E402
+from benchmarks import step_profile
+from experiments import cli  # noqa: E402
+from wgan_gp_jax import losses  # noqa: E402
+from wgan_gp_jax.kernels import onednn
 from wgan_gp_jax import train as train_lib  # noqa: E402
 from wgan_gp_jax.models import Models, build_models  # noqa: E402
 
@@ -80,7 +82,7 @@ _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed full iterations per f
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Blocks the timed calls are split into, alternating frameworks.")
 _PROFILE = flags.DEFINE_enum("profile", None, list(STEP_KINDS),
                               "Instead of timing the steps, profile this one over --steps calls: every operation of"
-                              " XLA's program with its time (experiments/step_profile.py).")
+                              " XLA's program with its time (benchmarks/step_profile.py).")
 _TORCH_COMPILE = flags.DEFINE_boolean("torch_compile", True, "With --compare torch, also time the torch.compile"
                                       " variants (compiling them takes a minute or more).")
 flags.mark_flags_as_required(["config"])

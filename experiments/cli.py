@@ -1,5 +1,5 @@
 """What every command shares: a user's mistake on the command line is one line and exit status 2, and the logs are
-quiet (``wgan_gp_jax.logs``).
+quiet (``wgan_gp_jax.runner.logs``).
 
 ``cli.run(main)`` runs ``main`` under ``absl.app`` with ``parse_flags``, which checks, before absl parses anything,
 that the config file exists and loads, that every ``--config.KEY`` override names a key of it (else the nearest valid
@@ -14,7 +14,8 @@ from typing import Callable, NoReturn
 
 from absl import app, flags
 
-from wgan_gp_jax import configuration, logs, paths
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import logs, workdir as workdir_lib
 
 USAGE_ERROR_STATUS = 2
 
@@ -59,7 +60,7 @@ def check_config_arguments(argv: list[str]) -> None:
 def check_workdir_argument(argv: list[str]) -> None:
   """Exits with one line if ``--workdir`` names a file (a bucket path is checked when it is used)."""
   workdir = flag_value(argv, "workdir")
-  if workdir and paths.is_local(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
+  if workdir and workdir_lib.is_local(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
     fail(f"--workdir: {workdir} is a file, not a directory")
 
 

@@ -33,7 +33,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import configuration, host, objectives
+from wgan_gp_jax import configuration, objectives
+from wgan_gp_jax.runner import host
 from wgan_gp_jax.names import unknown_name_message
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -158,7 +159,7 @@ def markdown_table(rows: list[dict], floor: dict | None, num_samples: int, *, la
 
 
 def _figure(rows: list[dict], path: pathlib.Path, num: int) -> None:
-  from wgan_gp_jax import experiment, plotting
+  from wgan_gp_jax.runner import experiment, plotting
 
   panels = []
   for row in rows:

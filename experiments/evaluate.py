@@ -24,7 +24,7 @@ import json
 import pathlib
 import time
 
-from wgan_gp_jax import host, paths
+from wgan_gp_jax.runner import host, workdir as workdir_lib
 
 # Before JAX starts: Inception batches run side by side, one per core, without page faults (BENCHMARKS.md).
 host.keep_freed_memory()
@@ -34,7 +34,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
 
-from wgan_gp_jax import experiment  # noqa: E402
+from wgan_gp_jax.runner import experiment  # noqa: E402
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def _print_table(results: dict) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir = paths.workdir_path(_WORKDIR.value)  # a local folder or a bucket (gs://...)
+  workdir = workdir_lib.workdir_path(_WORKDIR.value)  # a local folder or a bucket (gs://...)
   metrics = _METRICS.value or ["fid", "kid", "pr", "swd"]
   unknown = sorted(set(metrics) - set(evaluation.IMAGE_METRICS))
   if unknown:
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
   output = workdir / experiment.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
-  paths.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
+  workdir_lib.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   _print_table(results)
   print(f"wrote {output}")
 

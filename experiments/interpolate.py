@@ -15,7 +15,7 @@ from absl import app, flags
 from PIL import Image
 
 from experiments import cli
-from wgan_gp_jax import experiment, plotting
+from wgan_gp_jax.runner import experiment, plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of an image run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the faces' latents.")

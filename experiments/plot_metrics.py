@@ -13,7 +13,7 @@ import pathlib
 from absl import app, flags
 
 from experiments import cli
-from wgan_gp_jax import experiment, plotting
+from wgan_gp_jax.runner import experiment, plotting
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Work directories of runs.")
 _METRIC = flags.DEFINE_string("metric", "fid_2000", "The metric to plot, as named in metrics.jsonl.")

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import cli
-from wgan_gp_jax import experiment, plotting
+from wgan_gp_jax.runner import experiment, plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a run.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", lower_bound=1)

@@ -24,7 +24,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import checkpoint, configuration, experiment, host, preemption, workdir_lock
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import checkpoint, experiment, host, preemption, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")

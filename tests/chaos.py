@@ -63,7 +63,7 @@ def _stand_in_fid(workdir: pathlib.Path):
   that mark the work directory while they run (so that the chaos driver can interrupt an evaluation)."""
   import numpy as np
 
-  from wgan_gp_jax import periodic_eval
+  from wgan_gp_jax.runner import periodic_eval
 
   def load(config):
     projection = np.random.default_rng(0).standard_normal((16 * 16 * 3, 8)).astype(np.float32)
@@ -87,7 +87,7 @@ def run_trainer(argv: list[str]) -> None:
   sys.path.insert(0, str(TESTS))
   import train_with_slow_commits  # noqa: E402
 
-  from wgan_gp_jax import periodic_eval
+  from wgan_gp_jax.runner import periodic_eval
 
   workdir = next(pathlib.Path(arg.split("=", 1)[1]) for arg in argv if arg.startswith("--workdir="))
   train_with_slow_commits.slow_down_commits()
@@ -224,7 +224,7 @@ def _outcome(workdir: pathlib.Path, reference: pathlib.Path) -> list[str]:
   import jax
   import numpy as np
 
-  from wgan_gp_jax import experiment, periodic_eval
+  from wgan_gp_jax.runner import experiment, periodic_eval
 
   problems = []
 

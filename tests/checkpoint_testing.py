@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 
 from experiments.configs import celeba32, toy_8gaussians
-from wgan_gp_jax import configuration, experiment
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY_CONFIG_FILE = "experiments/configs/toy_8gaussians.py"

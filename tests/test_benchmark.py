@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import step_profile
-from wgan_gp_jax import configuration, host, losses, onednn
+from benchmarks import step_profile
+from wgan_gp_jax import configuration, losses
+from wgan_gp_jax.kernels import onednn
+from wgan_gp_jax.runner import host
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
@@ -26,7 +28,7 @@ def _small_config(resolution: int = 16, width: int = 8):
 
 _FAULTS_SCRIPT = """
 import ctypes, resource, sys
-from wgan_gp_jax import host
+from wgan_gp_jax.runner import host
 applied = host.keep_freed_memory() if sys.argv[1] == "keep" else False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -60,7 +62,7 @@ def test_keep_freed_memory_reuses_large_buffers_without_page_faults():
 
 _DEVICES_SCRIPT = """
 import json, os, sys
-from wgan_gp_jax import host
+from wgan_gp_jax.runner import host
 count = host.one_device_per_core()
 import jax
 print(json.dumps([count, jax.device_count(), os.environ["XLA_FLAGS"]]))

@@ -26,7 +26,7 @@ from orbax.checkpoint.path import atomicity
 from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, assert_same_run,
                                 assert_same_state, image_config, image_overrides, metrics_without_time, subprocess_env,
                                 toy_config, train_command)
-from wgan_gp_jax import checkpoint, experiment, preemption
+from wgan_gp_jax.runner import checkpoint, experiment, preemption
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 

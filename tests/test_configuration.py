@@ -11,7 +11,8 @@ import ml_collections
 import pytest
 
 from experiments.configs import celeba32, celeba64, celeba128, common, toy_8gaussians
-from wgan_gp_jax import checkpoint, configuration, experiment
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import checkpoint, experiment
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from experiments import interpolate
 from experiments.configs import celeba32, celeba64
-from wgan_gp_jax import configuration, experiment
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
-from wgan_gp_jax import configuration, conv, losses, onednn
+from wgan_gp_jax import configuration, losses
+from wgan_gp_jax.kernels import conv, onednn
 from wgan_gp_jax.models import build_models, dcgan, layers, resnet
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")

@@ -10,7 +10,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from checkpoint_testing import image_config
-from wgan_gp_jax import experiment, metric_writer, progress
+from wgan_gp_jax.runner import experiment, metric_writer, progress
 
 
 def read_events(directory: pathlib.Path) -> list[event_pb2.Event]:

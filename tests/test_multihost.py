@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from checkpoint_testing import IMAGE_CONFIG_FILE, REPO_ROOT, image_overrides, subprocess_env, train_command
-from wgan_gp_jax import experiment, workdir_lock
+from wgan_gp_jax.runner import experiment, workdir_lock
 from wgan_gp_jax.data import prepare
 
 NUM_STEPS = 10

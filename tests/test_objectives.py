@@ -302,7 +302,7 @@ def test_ema_ramp_up_follows_its_formula_and_the_average_is_exact():
 
 
 def test_runs_sample_from_the_ema_by_default(tmp_path):
-  from wgan_gp_jax import experiment
+  from wgan_gp_jax.runner import experiment
   config = configuration.override(common.toy_config("8gaussians"), {
       "model.width": 16, "batch_size": 16, "num_steps": 4, "checkpoint.every": 4, "logging.figure_every": 10**6,
       "ema.enabled": True, "ema.half_life_kimg": 1.0})

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgan_gp_jax import conv, onednn
+from wgan_gp_jax.kernels import conv, onednn
 
 OFF_REASON = "oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)"
 
@@ -46,7 +46,7 @@ def test_a_failing_build_says_why_and_leaves_nothing(loaded, tmp_path, monkeypat
   fake_compiler.chmod(0o755)
   monkeypatch.setenv("CXX", str(fake_compiler))
   cache = tmp_path / "cache"
-  with pytest.raises(onednn.Unavailable, match="(?s)building onednn_conv.cc failed.*out of luck"):
+  with pytest.raises(onednn.Unavailable, match="(?s)building onednn_kernels.cc failed.*out of luck"):
     onednn.build(cache)
   assert list(cache.iterdir()) == []
 
@@ -58,7 +58,7 @@ def _in_a_new_process(script: str, **environment) -> subprocess.CompletedProcess
 
 def _enabled_in_a_new_process(**environment) -> subprocess.CompletedProcess:
   return _in_a_new_process(
-      "import jax.numpy as jnp; from wgan_gp_jax import onednn; print(onednn.enabled(jnp.float32))", **environment)
+      "import jax.numpy as jnp; from wgan_gp_jax.kernels import onednn; print(onednn.enabled(jnp.float32))", **environment)
 
 
 def test_the_environment_variable_turns_it_off_requires_it_or_is_refused(loaded, tmp_path):
@@ -83,7 +83,7 @@ def test_without_the_packages_it_is_off_without_a_warning():
             "def absent(name): raise importlib.metadata.PackageNotFoundError(name)\n"
             "importlib.metadata.distribution = absent\n"
             "warnings.simplefilter('error')\n"
-            "from wgan_gp_jax import onednn\n"
+            "from wgan_gp_jax.kernels import onednn\n"
             "print(onednn.enabled(jnp.float32), onednn.version())\n")
   ran = _in_a_new_process(script)
   assert ran.returncode == 0 and ran.stdout.split() == ["False", "None"], ran.stderr
@@ -130,7 +130,7 @@ def test_a_primitive_runs_on_a_thread_other_than_the_one_that_made_it(loaded):
   script = """
 import threading
 import jax, numpy as np
-from wgan_gp_jax import conv, onednn
+from wgan_gp_jax.kernels import conv, onednn
 # An explicit padding oneDNN runs by its im2col GEMM implementation, whose scratchpad holds the patches.
 geometry = conv.conv_geometry((6, 6), (3, 3), (1, 1), ((2, 0), (1, 3)))
 w = jax.random.normal(jax.random.key(1), (3, 3, 8, 4))
@@ -153,7 +153,7 @@ def test_batch_norm_by_onednn_is_the_reference_to_second_order(loaded, relu, sha
   """layers.batch_norm through oneDNN's batch normalisation (the ReLU fused) against its reference pass (XLA's):
   outputs and statistics, gradients of x, scale and bias, and the gradient of a penalty on x's gradient (second
   order: oneDNN's passes differentiate as the reference ones); 2-D inputs as (M, 1, 1, C)."""
-  from wgan_gp_jax.models import layers
+  from wgan_gp_jax.kernels import layers
   x = jax.random.normal(jax.random.key(0), shape) * 2 + 0.5
   scale, bias = jnp.linspace(0.5, 1.5, shape[-1]), jnp.linspace(-0.4, 0.3, shape[-1])
   weights = jax.random.normal(jax.random.key(1), shape)

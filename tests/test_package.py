@@ -49,7 +49,7 @@ def test_pip_install_gives_a_library_that_computes_a_penalty_from_another_folder
       # A linear critic w.x has input gradient w everywhere: the penalty is (||w|| - 1)^2 = (2 - 1)^2.
       w = jnp.array([2.0, 0.0, 0.0])
       penalty = losses.gradient_penalty(lambda x: x @ w, real, fake, jax.random.key(0))
-      from wgan_gp_jax import onednn  # its C++ source ships with the package, to be built where oneDNN is installed
+      from wgan_gp_jax.kernels import onednn  # its C++ source ships with the package, to be built where oneDNN is installed
       print(wgan_gp_jax.__version__, losses.__file__, float(penalty), onednn.SOURCE.is_file())
       """)
   environment_variables = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

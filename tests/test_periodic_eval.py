@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from checkpoint_testing import assert_same_state, image_config, metrics_without_time
-from wgan_gp_jax import configuration, experiment, periodic_eval
+from wgan_gp_jax import configuration
+from wgan_gp_jax.runner import experiment, periodic_eval
 
 _DIMS = 4
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import common
-from wgan_gp_jax import configuration, experiment, toy_data
+from wgan_gp_jax import configuration, toy_data
+from wgan_gp_jax.runner import experiment
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.metrics import toy
 from wgan_gp_jax.models import build_models

@@ -7,7 +7,7 @@ from jax import lax
 import numpy as np
 import pytest
 
-from wgan_gp_jax import conv, winograd
+from wgan_gp_jax.kernels import conv, winograd
 from wgan_gp_jax.metrics import inception
 
 

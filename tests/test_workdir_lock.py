@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from wgan_gp_jax import workdir_lock
+from wgan_gp_jax.runner import workdir_lock
 
 
 def _write_lock(directory, *, host=None, pid, heartbeat_age=0.0, token="other"):

@@ -24,7 +24,7 @@ from fsspec.registry import _registry as fsspec_registry  # pylint: disable=prot
 from orbax.checkpoint._src.path import gcs_utils
 
 from checkpoint_testing import assert_same_state, toy_config
-from wgan_gp_jax import experiment, paths
+from wgan_gp_jax.runner import experiment, workdir as workdir_lib
 
 BUCKET_URI = "gs://bucket/run"
 
@@ -62,10 +62,10 @@ def bucket(tmp_path, monkeypatch) -> pathlib.Path:
 
 def test_the_stand_in_is_reached_through_the_uri_code_path(bucket):
   path = epath.Path(BUCKET_URI) / "probe.txt"
-  assert not paths.is_local(path)
+  assert not workdir_lib.is_local(path)
   assert os.fspath(path) == "gs://bucket/run/probe.txt"
   assert path._backend is epath_backend.fsspec_backend  # pylint: disable=protected-access
-  paths.write_text_whole(path, "hello")
+  workdir_lib.write_text_whole(path, "hello")
   assert (bucket / "bucket" / "run" / "probe.txt").read_text() == "hello"
   assert [p.name for p in epath.Path(BUCKET_URI).iterdir()] == ["probe.txt"]
   assert not any(p.name.endswith(".tmp") for p in (bucket / "bucket" / "run").iterdir())

@@ -13,9 +13,9 @@ change (``--config.objective.name=wgan_clip``):
 ``generator``   ``wgan_gp_jax.optimizers``: the generator's optimizer (TTUR: its own learning rate)
 ``ema``         ``wgan_gp_jax.train``: the generator's exponential moving average
 ``augment``     ``wgan_gp_jax.augment``: DiffAugment on everything the critic sees
-``logging``     ``wgan_gp_jax.experiment``: metric lines and pictures
-``checkpoint``    ``wgan_gp_jax.checkpoint``: how often to save, how many to keep
-``evaluation``    ``wgan_gp_jax.periodic_eval``: FID while training, its cost bounded
+``logging``     ``wgan_gp_jax.runner.experiment``: metric lines and pictures
+``checkpoint``    ``wgan_gp_jax.runner.checkpoint``: how often to save, how many to keep
+``evaluation``    ``wgan_gp_jax.runner.periodic_eval``: FID while training, its cost bounded
 ==============  ==========================================================================================
 
 ``validate`` refuses an unknown key, naming the nearest valid one, and any value that cannot make a run, in one line
@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from wgan_gp_jax import augment, objectives, optimizers
-from wgan_gp_jax.models import MODELS, compute_dtype, dcgan
+from wgan_gp_jax.models import KERNEL_CHOICES, MODELS, compute_dtype, dcgan
 from wgan_gp_jax.names import unknown_name_message
 
 KINDS = ("toy", "image")
@@ -123,6 +123,9 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       # EMA, samples, scores, losses and penalties stay float32 (param_dtype: "float32" only; see compute_dtype).
       dtype="float32",
       param_dtype="float32",
+      # How layers are computed: "auto" (the CPU kernels on XLA:CPU, plain flax.linen layers elsewhere), "xla" (plain
+      # flax.linen layers and lax convolutions everywhere) or "cpu" (the CPU kernels). Parameters are the same.
+      kernels="auto",
   ))
   if kind == "toy":
     config.data = ml_collections.ConfigDict(dict(toy_dataset="8gaussians"))  # or "25gaussians", "swissroll"
@@ -158,9 +161,9 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       num_fixed_samples=64,  # latents of the pictures, fixed for the run
   ))
   # Every so many generator steps; the newest `keep` are kept, and those at multiples of keep_period (0: none) too.
-  # The work directory's lock (wgan_gp_jax.workdir_lock) is stale after lock_stale_seconds without a heartbeat.
+  # The work directory's lock (wgan_gp_jax.runner.workdir_lock) is stale after lock_stale_seconds without a heartbeat.
   config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_period=0, lock_stale_seconds=300.0))
-  # FID while training (image runs; wgan_gp_jax.periodic_eval): every so many generator steps (0: never), of
+  # FID while training (image runs; wgan_gp_jax.runner.periodic_eval): every so many generator steps (0: never), of
   # num_samples samples against the Inception features of evaluation.reference ("": data.image_folder); due
   # evaluations are postponed while evaluations would take more than max_time_fraction of the run's wall time.
   config.evaluation = ml_collections.ConfigDict(dict(every=0, num_samples=2000, reference="", max_time_fraction=0.15))
@@ -188,6 +191,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _check(config.model.name in MODELS, unknown_name_message("model.name", config.model.name, MODELS))
     _check(config.model.width > 0 and config.model.latent_dim > 0, "model.width and model.latent_dim must be positive")
     compute_dtype(config.model)
+    _check(config.model.kernels in KERNEL_CHOICES,
+           unknown_name_message("model.kernels", config.model.kernels, KERNEL_CHOICES))
     _check((config.kind == "toy") == (config.model.name == "toy_mlp"),
            f"model.name={config.model.name!r} does not make {config.kind} runs: toy runs use 'toy_mlp', image runs"
            " 'dcgan' or 'resnet'")

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from wgan_gp_jax import conv, onednn, winograd
+from wgan_gp_jax.kernels import conv, onednn, winograd
 from wgan_gp_jax.metrics import torch_pickle
 
 __all__ = [
@@ -93,7 +93,7 @@ def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, 
   """XLA:CPU's own convolutions run far below its matrix-product speed: stride-1 ones by Winograd
   (fewer multiplications), strided ones as im2col products.
 
-  Not oneDNN's (``wgan_gp_jax.onednn``): with them the network ran no faster (19.2 / 18.7 images/s against 20.2 /
+  Not oneDNN's (``wgan_gp_jax.kernels.onednn``): with them the network ran no faster (19.2 / 18.7 images/s against 20.2 /
   18.7 with one device per core / one device, ``benchmarks.inception_throughput --images 480``, Intel Xeon model 167,
   2026-12-03), and without them its features stay those of the FID reference caches computed before.
   """
@@ -585,7 +585,7 @@ def inception_features(
   """Pool3 features (and logits) of images under the FID Inception, in compiled batches.
 
   Batches go round-robin to every local device (all GPUs of a host; on a CPU, as many devices as
-  the process was started with: see :func:`wgan_gp_jax.host.one_device_per_core`), dispatched
+  the process was started with: see :func:`wgan_gp_jax.runner.host.one_device_per_core`), dispatched
   ahead so that all of them compute at once. An image's features depend only on the batch it is in
   (``batch_size`` images in input order), not on which device computed it.
 

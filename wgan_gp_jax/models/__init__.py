@@ -29,6 +29,7 @@ class Models:
 MODELS = ("toy_mlp", "dcgan", "resnet")
 DTYPES = ("float32", "bfloat16")  # model.dtype
 PARAM_DTYPES = ("float32",)  # model.param_dtype
+KERNEL_CHOICES = ("auto", "xla", "cpu")  # model.kernels
 
 
 def compute_dtype(model: ml_collections.ConfigDict) -> jnp.dtype:

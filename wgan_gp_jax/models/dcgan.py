@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wgan_gp_jax.models.layers import BatchNorm, Conv, ConvTranspose, Dense
+from wgan_gp_jax.kernels.layers import BatchNorm, Conv, ConvTranspose, Dense
 
 
 def num_resolution_doublings(resolution: int) -> int:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
-from wgan_gp_jax.models.layers import BatchNorm, Conv, Dense
+from wgan_gp_jax.kernels.layers import BatchNorm, Conv, Dense
 
 
 def _upsample(x: jax.Array) -> jax.Array:

@@ -22,7 +22,7 @@ With several processes (``jax.distributed``) every process runs ``train_and_eval
 the data, checkpoints are written by all together, and the config, logs and pictures by process 0 only.
 
 DIR may be any path ``etils.epath`` handles, a bucket (``gs://...``) included: checkpoints go through orbax, the rest
-through ``epath`` (``paths``). Every log line gives the speed and the time left (``progress``); on an interactive
+through ``epath`` (``runner.workdir``). Every log line gives the speed and the time left (``progress``); on an interactive
 terminal a progress bar shows too.
 """
 
@@ -42,8 +42,10 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from wgan_gp_jax import checkpoint, configuration, data, metric_writer, paths, periodic_eval, plotting, preemption
-from wgan_gp_jax import progress, toy_data, workdir_lock
+from wgan_gp_jax import configuration, data
+from wgan_gp_jax.runner import checkpoint, metric_writer, workdir as workdir_lib, periodic_eval, plotting, preemption
+from wgan_gp_jax import toy_data
+from wgan_gp_jax.runner import progress, workdir_lock
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
@@ -182,7 +184,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  paths.write_text_whole(workdir / "config.json", config.to_json(indent=2, sort_keys=True))
+  workdir_lib.write_text_whole(workdir / "config.json", config.to_json(indent=2, sort_keys=True))
 
 
 def metric_curve(workdir: epath.PathLike, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +230,7 @@ def load_run(workdir: epath.PathLike, *, use_ema: bool = True, best: bool = Fals
   checkpoint of the best FID measured during training (``periodic_eval``). Nothing in ``workdir`` is changed, so this
   is safe while the run is still training.
   """
-  workdir = paths.workdir_path(workdir)
+  workdir = workdir_lib.workdir_path(workdir)
   directory_name = periodic_eval.BEST_DIRNAME if best else "checkpoints"
   if not (workdir / directory_name).is_dir():
     raise FileNotFoundError(
@@ -286,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
   ``checkpoint.CheckpointError`` if the work directory cannot hold the checkpoints or none of them can be read, and
   ``workdir_lock.WorkdirLocked`` if another live trainer holds the work directory (naming it).
   """
-  workdir = paths.workdir_path(workdir)
+  workdir = workdir_lib.workdir_path(workdir)
   mesh = train_lib.make_mesh(config.num_devices)
   configuration.validate(config, num_devices=mesh.size)
   models = build_models(config)

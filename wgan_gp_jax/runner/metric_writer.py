@@ -23,7 +23,7 @@ import tensorboardX
 from etils import epath
 from tensorboardX import record_writer
 
-from wgan_gp_jax import paths
+from wgan_gp_jax.runner import workdir as workdir_lib
 
 METRICS_FILENAME = "metrics.jsonl"
 TENSORBOARD_DIRNAME = "tensorboard"
@@ -74,7 +74,7 @@ def truncate_log(path: epath.Path, last_step: int) -> list[str]:
       continue
     if record["step"] <= last_step:
       kept.append(line + "\n")
-  paths.write_text_whole(path, "".join(kept))
+  workdir_lib.write_text_whole(path, "".join(kept))
   return kept
 
 
@@ -87,7 +87,7 @@ class MetricWriter:
   def __init__(self, workdir: epath.PathLike, *, start_step: int, tensorboard: bool = True,
                enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.workdir = paths.workdir_path(workdir)
+    self.workdir = workdir_lib.workdir_path(workdir)
     self.log_path = self.workdir / METRICS_FILENAME
     self.tensorboard_dir = self.workdir / TENSORBOARD_DIRNAME
     self._summary_writer = None
@@ -96,7 +96,7 @@ class MetricWriter:
     self._lines = truncate_log(self.log_path, start_step)
     if tensorboard:
       logdir = os.fspath(self.tensorboard_dir)
-      if not paths.is_local(logdir):
+      if not workdir_lib.is_local(logdir):
         _use_epath_for(logdir)
       # The purge step hides, in TensorBoard, the events a killed start wrote past the checkpoint it resumes from.
       self._summary_writer = tensorboardX.SummaryWriter(
@@ -116,7 +116,7 @@ class MetricWriter:
       return
     line = json.dumps({"step": step, "seconds": round(seconds, 3), **values}) + "\n"
     self._lines.append(line)
-    if paths.is_local(self.log_path):
+    if workdir_lib.is_local(self.log_path):
       with self.log_path.open("a") as f:
         f.write(line)
     else:

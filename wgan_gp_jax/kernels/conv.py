@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wgan_gp_jax import onednn, winograd
+from wgan_gp_jax.kernels import onednn, winograd
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # oneDNN's backward-data convolution into an image (3 channels) was 1.3-3x slower than col2im's products (batch 64,

@@ -24,7 +24,7 @@ from typing import Callable
 
 from etils import epath
 
-from wgan_gp_jax import paths
+from wgan_gp_jax.runner import workdir as workdir_lib
 
 LOCK_FILENAME = "lock.json"
 
@@ -71,7 +71,7 @@ class WorkdirLock:
                heartbeat_seconds: float | None = None, clock: Callable[[], float] = time.time):
     if stale_after_seconds <= 0:
       raise ValueError(f"stale_after_seconds must be positive, got {stale_after_seconds}")
-    self.path = paths.workdir_path(workdir) / LOCK_FILENAME
+    self.path = workdir_lib.workdir_path(workdir) / LOCK_FILENAME
     self.stale_after_seconds = stale_after_seconds
     self.heartbeat_seconds = heartbeat_seconds or min(30.0, stale_after_seconds / 4)
     self._clock = clock
@@ -146,7 +146,7 @@ class WorkdirLock:
 
   def _create(self, holder: Holder) -> bool:
     """Writes the lock file if there is none; True if this holder's is the one written."""
-    if paths.is_local(self.path):
+    if workdir_lib.is_local(self.path):
       tmp = self.path.parent / f".{LOCK_FILENAME}.{holder.token}"
       tmp.write_text(self._record(holder))
       try:
@@ -165,7 +165,7 @@ class WorkdirLock:
 
   def _remove_stale(self, holder: Holder) -> None:
     """Removes the stale lock of ``holder``, unless another trainer took it over meanwhile."""
-    if paths.is_local(self.path):
+    if workdir_lib.is_local(self.path):
       aside = self.path.parent / f".{LOCK_FILENAME}.stale.{uuid.uuid4().hex}"
       try:
         os.rename(self.path, aside)  # atomic: of two trainers taking over, one moves it
@@ -199,4 +199,4 @@ class WorkdirLock:
                       self.path, current.describe(self._clock()) if current else "removed")
         return
       self._holder = dataclasses.replace(self._holder, heartbeat=self._clock())
-      paths.write_text_whole(self.path, self._record(self._holder))
+      workdir_lib.write_text_whole(self.path, self._record(self._holder))

@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from wgan_gp_jax import paths
+from wgan_gp_jax.runner import workdir as workdir_lib
 
 # Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
 # it reports, evaluates and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
@@ -41,11 +41,11 @@ from wgan_gp_jax import paths
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
     "checkpoint.keep", "checkpoint.keep_period", "checkpoint.lock_stale_seconds", "num_devices", "data.data_dir", "evaluation.every",
-    "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction",
+    "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction", "model.kernels",
 })
 # Keys added to the config after checkpoints were made without them, with the value that does what those checkpoints'
 # runs did: a checkpoint's config that lacks one is read as having it.
-ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32"}
+ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto"}
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
 # ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
 LAST_FLAT_CONFIG_COMMIT = "53f4924"
@@ -153,7 +153,7 @@ def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoi
     probe.unlink()
   except OSError as error:
     raise CheckpointError(f"cannot write to the work directory {workdir}: {error.strerror or error}") from error
-  if not paths.is_local(workdir):
+  if not workdir_lib.is_local(workdir):
     return
   checkpoints_dir = workdir / "checkpoints"
   existing = sum(path.name.isdigit() for path in checkpoints_dir.iterdir()) if checkpoints_dir.is_dir() else 0

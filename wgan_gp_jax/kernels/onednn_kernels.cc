@@ -123,7 +123,7 @@ ffi::Error Run(Face face, ffi::Span<const int64_t> x_dims, ffi::Span<const int64
                ffi::Span<const int64_t> y_dims, float* x, float* kernel, float* y, int64_t stride_h, int64_t stride_w,
                int64_t low_h, int64_t low_w, int64_t high_h, int64_t high_w, const float* bias = nullptr) {
   if (x_dims.size() != 4 || kernel_dims.size() != 4 || y_dims.size() != 4) {
-    return ffi::Error::InvalidArgument("onednn_conv: every operand must be 4-D (NHWC, HWIO)");
+    return ffi::Error::InvalidArgument("onednn_kernels: every operand must be 4-D (NHWC, HWIO)");
   }
   const Key key{face,         x_dims[0],      x_dims[1], x_dims[2], x_dims[3], y_dims[1], y_dims[2], y_dims[3],
                 kernel_dims[0], kernel_dims[1], stride_h, stride_w,  low_h,     low_w,     high_h,    high_w};
@@ -180,7 +180,7 @@ ffi::Error Scatter(F32 y, F32 kernel, F32Result x, GEOMETRY_PARAMETERS) {
 
 ffi::Error ScatterBias(F32 y, F32 kernel, F32 bias, F32Result x, GEOMETRY_PARAMETERS) {
   if (bias.element_count() != static_cast<size_t>(x->dimensions()[3])) {
-    return ffi::Error::InvalidArgument("onednn_conv: the bias must have one entry per output channel");
+    return ffi::Error::InvalidArgument("onednn_kernels: the bias must have one entry per output channel");
   }
   return Run(kScatterBias, x->dimensions(), kernel.dimensions(), y.dimensions(), x->typed_data(), kernel.typed_data(),
              y.typed_data(), GEOMETRY, bias.typed_data());

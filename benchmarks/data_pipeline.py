@@ -1,6 +1,6 @@
 r"""Measures how many examples per second `make_train_iterator` delivers (after a warm-up item).
 
-  python -m wgan_gp_jax.data.benchmark --image_folder ../shared/data/celeba_10k/images --data_dir /tmp/tfds \
+  python -m benchmarks.data_pipeline --image_folder ../shared/data/celeba_10k/images --data_dir /tmp/tfds \
       --resolution 32 --batch_size 64 --n_critic 5 --items 100
 
 The folder is prepared first if needed (not timed). Pass --dataset instead of --image_folder for a TFDS dataset.

@@ -10,7 +10,7 @@ critic 1.3x, generator 1.2-1.3x, iteration 1.3x faster than the products; the
 64x64 width-64 steps stay on Winograd's tiles, which beat oneDNN there
 (``conv._correlate_cpu`` says which face takes which).
 
-``onednn_conv.cc`` (XLA FFI handlers) is compiled on first use with the
+``onednn_kernels.cc`` (XLA FFI handlers) is compiled on first use with the
 machine's C++ compiler (``$CXX``, else ``g++``) against the pip packages
 ``onednn-cpu-tbb`` and ``onednn-devel-cpu-tbb`` (Linux x86-64,
 ``requirements.txt``; they bring ``tbb`` and ``intel-cmplr-lib-rt``) and jaxlib's FFI headers, into a cache folder
@@ -52,7 +52,7 @@ CACHE_VARIABLE = "WGAN_GP_JAX_CACHE"
 RUNTIME_PACKAGE, HEADERS_PACKAGE = "onednn-cpu-tbb", "onednn-devel-cpu-tbb"
 # What that build of libdnnl loads: TBB's threads, and the Intel compiler's runtime (libimf, libintlc).
 DEPENDENCIES = {"tbb": "lib/libtbb.so.12", "intel-cmplr-lib-rt": "lib/libimf.so"}
-SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
+SOURCE = pathlib.Path(__file__).with_name("onednn_kernels.cc")
 _TARGETS = {"correlate": "OnednnCorrelate", "scatter": "OnednnScatter", "weight": "OnednnWeight",
             "scatter_bias": "OnednnScatterBias",
             "norm_forward": "OnednnNormForward", "norm_backward": "OnednnNormBackward"}
@@ -108,7 +108,7 @@ def build(directory: pathlib.Path | None = None) -> pathlib.Path:
   for part in command + [jax.__version__, _compiler_version(compiler), str(library.stat().st_size)]:
     digest.update(part.encode() + b"\0")
   directory = cache_dir() if directory is None else pathlib.Path(directory)
-  target = directory / f"onednn_conv-{digest.hexdigest()[:16]}.so"
+  target = directory / f"onednn_kernels-{digest.hexdigest()[:16]}.so"
   if target.exists():
     return target
   directory.mkdir(parents=True, exist_ok=True)

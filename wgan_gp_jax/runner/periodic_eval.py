@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from wgan_gp_jax import paths
+from wgan_gp_jax.runner import workdir as workdir_lib
 
 BEST_DIRNAME = "best_checkpoint"
 BEST_RECORD = "best.json"
@@ -146,7 +146,7 @@ class PeriodicFID:
     """Called once the best checkpoint of ``step`` is complete."""
     self.best_step, self.best_value = step, value
     if jax.process_index() == 0:
-      paths.write_text_whole(self.best_directory / BEST_RECORD,
+      workdir_lib.write_text_whole(self.best_directory / BEST_RECORD,
                              json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
 
 

@@ -10,8 +10,8 @@ optimized program. It prints the wall time per call, then per operation the mill
 operations' time, the shape it writes and the JAX operation it comes from, and the totals per kind:
 
 * ``products``: fusions that contain a ``dot`` or a ``convolution`` (YNNPACK's or Eigen's matrix products);
-* ``oneDNN``: ``wgan_gp_jax.onednn``'s convolutions (custom calls);
-* ``patches``: the im2col and col2im loops of ``wgan_gp_jax.conv`` (fusions with a concatenation; XLA fuses the
+* ``oneDNN``: ``wgan_gp_jax.kernels.onednn``'s convolutions (custom calls);
+* ``patches``: the im2col and col2im loops of ``wgan_gp_jax.kernels.conv`` (fusions with a concatenation; XLA fuses the
   elementwise work that consumes a col2im, such as an activation's gradient, into it);
 * ``layout``: transposes and copies;
 * ``other loops``: elementwise work, reductions, padding, the optimizer.
@@ -37,7 +37,7 @@ from typing import Any
 
 import jax
 
-from wgan_gp_jax import host
+from wgan_gp_jax.runner import host
 
 KINDS = ("products", "oneDNN", "patches", "layout", "other loops")
 # Their events span the operations of the computations they run, which have events of their own.

@@ -1,7 +1,7 @@
 """Layers shared by the image models: convolutions (NHWC, kernels HWIO, flax's layout), dense layers, batch norm.
 
 ``Conv`` and ``ConvTranspose`` are flax's ``nn.Conv`` and ``nn.ConvTranspose`` (same attributes, parameter
-names, shapes, initialisers and outputs) computed by ``wgan_gp_jax.conv``, whose
+names, shapes, initialisers and outputs) computed by ``wgan_gp_jax.kernels.conv``, whose
 convolutions and derivatives of every order are matrix products on XLA:CPU and
 native convolutions elsewhere. ``Dense`` is flax's ``nn.Dense`` whose gradients are row-major products on XLA:CPU
 (``matmul``), and ``BatchNorm`` flax's ``nn.BatchNorm`` over the channel axis (optionally with the ReLU after it)
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wgan_gp_jax import conv, onednn
+from wgan_gp_jax.kernels import conv, onednn
 
 
 def _pair(value: int | tuple[int, ...] | None, name: str) -> tuple[int, int]:
