@@ -9,7 +9,7 @@ random uint8 images; after a warm-up call (compilation, once per device) it time
 * ``one_device_per_core``: ``host.one_device_per_core()``, batches round-robin over single-threaded
   CPU devices, as ``experiments.evaluate`` runs;
 * ``one_device``: JAX's default, one CPU device whose matrix products use every core;
-* ``one_device_native_convs``: as ``one_device`` with XLA's own convolutions instead of
+* ``one_device_native_convs``: as ``one_device`` with XLA's own convolutions (``kernels="xla"``) instead of
   Winograd/matrix-product ones, to show what those bring.
 
 Prints one JSON line per setting and, with ``--json``, writes all of them with the machine.
@@ -34,8 +34,7 @@ if mode == "one_device_per_core":
   host.one_device_per_core()
 import jax, jax.numpy as jnp, numpy as np
 from wgan_gp_jax.metrics import inception
-if mode == "one_device_native_convs":
-  inception._cpu_conv = inception._native_conv
+kernels = "xla" if mode == "one_device_native_convs" else "auto"
 a = jnp.ones((2048, 2048), jnp.float32)
 matmul = jax.jit(lambda a: a @ a)
 matmul(a).block_until_ready()
@@ -46,10 +45,10 @@ for _ in range(5):
 params = inception.load_inception()
 x = np.random.default_rng(0).integers(0, 256, (images, resolution, resolution, 3), dtype=np.uint8)
 start = time.perf_counter()
-inception.inception_features(x[:batch * jax.local_device_count()], params=params, batch_size=batch)
+inception.inception_features(x[:batch * jax.local_device_count()], params=params, batch_size=batch, kernels=kernels)
 warmup = time.perf_counter() - start
 start = time.perf_counter()
-inception.inception_features(x, params=params, batch_size=batch)
+inception.inception_features(x, params=params, batch_size=batch, kernels=kernels)
 seconds = time.perf_counter() - start
 print(json.dumps(dict(mode=mode, devices=jax.local_device_count(), batch_size=batch, images=images,
                       resolution=resolution, warmup_s=round(warmup, 1), seconds=round(seconds, 1),

@@ -67,7 +67,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from benchmarks import step_profile
 from experiments import cli  # noqa: E402
-from wgan_gp_jax import losses  # noqa: E402
+from wgan_gp_jax import configuration, losses  # noqa: E402
 from wgan_gp_jax.kernels import onednn
 from wgan_gp_jax import train as train_lib  # noqa: E402
 from wgan_gp_jax.models import Models, build_models  # noqa: E402
@@ -156,14 +156,19 @@ class JaxSteps:
     self.config = config
     batch_size, n_critic = config.batch_size, config.n_critic
     mesh = train_lib.make_mesh(config.num_devices or None)
-    self.state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(mesh))
+    parts = configuration.training_parts(config)
+    initial_state = train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
+    self.state = jax.device_put(initial_state, train_lib.replicated(mesh))
     shape = (n_critic, batch_size) + models.sample_shape
     real = jax.random.uniform(jax.random.key(1), shape, jnp.float32, -1.0, 1.0)
     self.real = jax.device_put(real, train_lib.iteration_data_sharding(mesh))
     self.real_batch = self.real[0]
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    critic_update = train_lib.make_critic_update(config, models, batch_sharding=batch_sharding)
-    generator_update = train_lib.make_generator_update(config, models, batch_sharding=batch_sharding)
+    critic_update = train_lib.make_critic_update(models, parts.objective, parts.optimizers.critic,
+                                                 augmentation=parts.augmentation, batch_sharding=batch_sharding)
+    generator_update = train_lib.make_generator_update(models, parts.objective, parts.optimizers.generator,
+                                                       augmentation=parts.augmentation, ema=parts.ema,
+                                                       batch_sharding=batch_sharding)
 
     def critic_step(state, real_batch, key):
       critic_params, critic_opt_state, metrics = critic_update(
@@ -178,7 +183,9 @@ class JaxSteps:
     programs = {
         "critic": (jax.jit(critic_step, donate_argnums=0), (self.state, self.real_batch, key)),
         "generator": (jax.jit(generator_step, donate_argnums=0), (self.state, key)),
-        "iteration": (train_lib.compile_train_iteration(config, models, mesh), (self.state, self.real)),
+        "iteration": (train_lib.compile_train_iteration(models, parts.objective, parts.optimizers, mesh,
+                                                        n_critic=n_critic, augmentation=parts.augmentation,
+                                                        ema=parts.ema), (self.state, self.real)),
     }
     for name in kinds:
       jitted, args = programs[name]

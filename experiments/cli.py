@@ -51,7 +51,7 @@ def check_config_arguments(argv: list[str]) -> None:
     config = runpy.run_path(path)["get_config"]()
   except Exception as error:  # a user's config file may raise anything
     fail(f"--config: cannot load {path}: {type(error).__name__}: {error}")
-  valid = configuration.dotted_keys(config)
+  valid = configuration.dotted_items(config)
   for key in _overridden_keys(argv):
     if key not in valid:
       fail(f"--config.{key}: " + configuration.unknown_key_message(key, valid))

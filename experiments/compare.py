@@ -2,7 +2,7 @@ r"""Trains one config under several objectives (or several named variants of it)
 count against the same reference, and writes one table and one figure: the TF2 tutorial's comparison, an ablation.
 
   python -m experiments.compare --config experiments/configs/celeba32.py \
-      --objectives wgan_clip,wgan_gp_batchnorm,wgan_gp --workdir runs/compare [--num_samples 2000] \
+      --objectives wgan_clip,wgan_gp_whole_batch,wgan_gp --workdir runs/compare [--num_samples 2000] \
       [--config.num_steps=1000 ...]
   python -m experiments.compare --config experiments/configs/celeba32.py \
       --variants experiments/configs/celeba32_ablations.py --workdir runs/ablations
@@ -34,12 +34,12 @@ from ml_collections import config_flags
 
 from experiments import cli
 from wgan_gp_jax import configuration, objectives
-from wgan_gp_jax.runner import host
+from wgan_gp_jax.runner import host, workdir as workdir_lib
 from wgan_gp_jax.names import unknown_name_message
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the comparison: one run per objective inside.")
-_OBJECTIVES = flags.DEFINE_list("objectives", ["wgan_clip", "wgan_gp_batchnorm", "wgan_gp"],
+_OBJECTIVES = flags.DEFINE_list("objectives", ["wgan_clip", "wgan_gp_whole_batch", "wgan_gp"],
                                 f"Objectives to compare, among {', '.join(objectives.OBJECTIVES)}.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation (FID depends on it).", lower_bound=2)
 _METRICS = flags.DEFINE_list("metrics", ["fid", "kid", "pr"], "Metrics of experiments.evaluate.")
@@ -84,7 +84,7 @@ def _settings_text(settings: dict[str, object]) -> str:
 
 def _run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """The config a run was trained with, as ``experiments.train`` wrote it."""
-  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  return ml_collections.ConfigDict(json.loads((workdir / workdir_lib.CONFIG_FILENAME).read_text()))
 
 
 def _run(module: str, *args: str) -> float:
@@ -110,7 +110,7 @@ def _train(config_file: str, workdir: pathlib.Path, flags_: list[str], num_steps
 
 def _evaluate(workdir: pathlib.Path, *args: str) -> dict:
   """``experiments.evaluate``'s results, from its ``evaluation.json`` when made with the same arguments."""
-  path = workdir / "evaluation.json"
+  path = workdir / workdir_lib.evaluation_filename()
   marker = workdir / "compare_evaluation_args.json"
   if not (path.exists() and marker.exists() and json.loads(marker.read_text()) == list(args)):
     _run("experiments.evaluate", f"--workdir={workdir}", *args)

@@ -36,6 +36,7 @@ from experiments import cli  # noqa: E402
 
 from wgan_gp_jax.runner import experiment  # noqa: E402
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
+from wgan_gp_jax.models import KERNEL_CHOICES  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = _REPO.parent / "shared" / "data" / "celeba_10k" / "images"
@@ -60,6 +61,8 @@ _PREPROCESSING = flags.DEFINE_enum("preprocessing", "pytorch_fid", list(inceptio
                                    "Inception input convention.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", inception.DEFAULT_BATCH_SIZE, "Images per Inception call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SWD projections.")
+_KERNELS = flags.DEFINE_enum("kernels", None, list(KERNEL_CHOICES), "How layers are computed (as model.kernels):"
+                             " the run's generator (default: its model.kernels) and the Inception (default: auto).")
 
 _EMA, _BEST = cli.define_run_flags()
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this generator step (it must be kept: see"
@@ -85,7 +88,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unknown metrics {unknown}; choose from {evaluation.IMAGE_METRICS}")
   common = dict(metrics=metrics, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
                 crop=_CROP.value, weights=_WEIGHTS.value, cache=_CACHE_DIR.value,
-                preprocessing=_PREPROCESSING.value, batch_size=_BATCH_SIZE.value)
+                preprocessing=_PREPROCESSING.value, batch_size=_BATCH_SIZE.value, kernels=_KERNELS.value or "auto")
   start = time.perf_counter()
   raw_of_ema_run = False
   if _REAL_FLOOR.value:
@@ -95,7 +98,8 @@ def main(argv: list[str]) -> None:
     if _STEP.value is not None and _BEST.value:
       cli.fail("--step and --best each choose a checkpoint: give one of them")
     try:
-      run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value)
+      run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value,
+                                kernels=_KERNELS.value)
     except FileNotFoundError as error:
       cli.fail(str(error))
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
@@ -106,7 +110,7 @@ def main(argv: list[str]) -> None:
     results["step"] = int(run.state.step)
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
-  output = workdir / experiment.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
+  output = workdir / workdir_lib.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
   workdir_lib.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   _print_table(results)
   print(f"wrote {output}")

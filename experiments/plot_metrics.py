@@ -13,7 +13,7 @@ import pathlib
 from absl import app, flags
 
 from experiments import cli
-from wgan_gp_jax.runner import experiment, plotting
+from wgan_gp_jax.runner import plotting, workdir as workdir_lib
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Work directories of runs.")
 _METRIC = flags.DEFINE_string("metric", "fid_2000", "The metric to plot, as named in metrics.jsonl.")
@@ -29,14 +29,15 @@ def main(argv):
   curves = {}
   for name in _WORKDIRS.value:
     workdir = pathlib.Path(name)
-    if not (workdir / "metrics.jsonl").is_file():
-      cli.fail(f"--workdirs: no metrics.jsonl in {workdir}")
-    steps, values = experiment.metric_curve(workdir, _METRIC.value)
+    metrics_path = workdir / workdir_lib.METRICS_FILENAME
+    if not metrics_path.is_file():
+      cli.fail(f"--workdirs: no {metrics_path.name} in {workdir}")
+    steps, values = workdir_lib.metric_curve(workdir, _METRIC.value)
     if not len(steps):
-      cli.fail(f"--metric: {workdir / 'metrics.jsonl'} has no {_METRIC.value!r}")
+      cli.fail(f"--metric: {metrics_path} has no {_METRIC.value!r}")
     curves[workdir.name] = (steps, values)
     if _EVALUATED.value:
-      evaluated = experiment.evaluated_curve(workdir, _EVALUATED.value)
+      evaluated = workdir_lib.evaluated_curve(workdir, _EVALUATED.value)
       if not evaluated:
         cli.fail(f"--evaluated: no evaluation_step_<S>.json in {workdir} has {_EVALUATED.value!r}")
       for num_samples, curve in evaluated.items():

@@ -19,7 +19,7 @@ the uninterrupted run's, no restart began again from step 0 after a checkpoint w
 was set aside as unreadable or left half-written. The report lists every interruption (trial, kind, signal,
 process, the steps logged and checkpointed at that moment) and the outcome.
 
-The suite runs a few trials (``tests/test_chaos.py``); the figure in README comes from this command.
+The suite runs a few trials (``tests/test_chaos.py``); the figure in docs/checkpoints.md comes from this command.
 
 With ``--as_trainer`` this file is the training command itself (``experiments.train`` with the slow commits and the
 stand-in Inception); the trials start it that way.

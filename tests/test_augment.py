@@ -265,6 +265,43 @@ def test_bad_inputs_raise_value_error():
     diff_augment(jnp.ones((4, 4, 3)), key, policy=FULL)
 
 
+def test_a_ratio_of_one_shifts_or_cuts_by_a_whole_side_and_past_one_is_refused():
+  x = _images(0, shape=(64, 8, 8, 1))
+  key = jax.random.key(2)
+  shifted = np.asarray(_augment(x, key, policy="translation", translation_ratio=1.0))
+  rows, cols = map(np.asarray, augment._translation_offsets(key, x.shape, 1.0))
+  assert rows.min() == -8 and rows.max() == 8  # shifts by up to the whole side: such an image is all zeros
+  np.testing.assert_array_equal(shifted, _translation_reference(x, rows, cols))
+  assert np.all(shifted[np.abs(rows) == 8] == 0)
+  cut = np.asarray(_augment(x, key, policy="cutout", cutout_ratio=1.0))
+  centre_rows, centre_cols = map(np.asarray, augment._cutout_centres(key, x.shape, 1.0))
+  centred = (centre_rows == 4) & (centre_cols == 4)
+  assert centred.any() and np.all(cut[centred] == 0)  # a cutout as large as the image, centred in it, blanks it
+  for name in ("translation_ratio", "cutout_ratio"):
+    with pytest.raises(ValueError, match=rf"^{name} must be in \[0, 1\], got 1.01$"):
+      diff_augment(x, key, policy=FULL, **{name: 1.01})
+
+
+class _AugmentGroup:
+  """An ``augment`` config group, as any object with its attributes."""
+
+  def __init__(self, policy, translation_ratio=0.125, cutout_ratio=0.5):
+    self.policy, self.translation_ratio, self.cutout_ratio = policy, translation_ratio, cutout_ratio
+
+
+def test_build_augmentation_of_a_config_group():
+  assert augment.build_augmentation(_AugmentGroup("")) is None
+  x, key = _images(0), jax.random.key(3)
+  augmentation = augment.build_augmentation(_AugmentGroup("translation, cutout", 0.25, 0.25))
+  np.testing.assert_array_equal(augmentation(x, key), _augment(x, key, policy=("translation", "cutout"),
+                                                               translation_ratio=0.25, cutout_ratio=0.25))
+  with pytest.raises(ValueError, match="^augment.policy: Unknown DiffAugment op 'zoom'"):
+    augment.build_augmentation(_AugmentGroup("zoom"))
+  # The ratios are checked even when the policy is empty: a config with them wrong is wrong when augmentation is on.
+  with pytest.raises(ValueError, match=r"^augment.cutout_ratio must be in \[0, 1\], got -0.5$"):
+    augment.build_augmentation(_AugmentGroup("", cutout_ratio=-0.5))
+
+
 _SHARDED_ON_FOUR_DEVICES = """
 import sys, jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P

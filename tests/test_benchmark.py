@@ -309,7 +309,7 @@ def test_profile_times_every_operation_of_the_step_and_sorts_them_by_kind(tmp_pa
     (["--compare=torch", "--config.model.dtype=bfloat16"],
      "--compare torch times the float32 models; drop --config.model.dtype"),
     (["--config.model.widht=8"],
-     "--config.model.widht: unknown config key 'model.widht'; the nearest valid key is 'model.width'"),
+     "--config.model.widht: unknown config key 'model.widht'; did you mean 'model.width'?"),
 ])
 def test_benchmark_mistakes_are_one_line_and_exit_status_2(flags, message):
   completed = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--config",

@@ -1,5 +1,5 @@
 """The chaos test's fast variant: one trial of ``tests/chaos.py`` interrupted twice, during a save and during an FID
-evaluation or a step (the README's figure runs 20 trials)."""
+evaluation or a step (the figure in docs/checkpoints.md runs 20 trials)."""
 
 import chaos
 

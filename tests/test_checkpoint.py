@@ -26,7 +26,7 @@ from orbax.checkpoint.path import atomicity
 from checkpoint_testing import (IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, assert_same_run,
                                 assert_same_state, image_config, image_overrides, metrics_without_time, subprocess_env,
                                 toy_config, train_command)
-from wgan_gp_jax.runner import checkpoint, experiment, preemption
+from wgan_gp_jax.runner import checkpoint, experiment, preemption, workdir as workdir_lib
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -88,7 +88,7 @@ def test_checkpoints_of_the_per_process_data_format_resume_on_their_process_coun
   # Checkpoints written before the data position was process-count-free hold grain's per-process files in data/.
   def save_per_process(self, step, state, config, data_iterator=None):
     items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(checkpoint.config_as_json(config)),
-             checkpoint.LEGACY_DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator)}
+             "data": grain.checkpoint.CheckpointSave(data_iterator)}
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   with monkeypatch.context() as patch:
@@ -96,13 +96,13 @@ def test_checkpoints_of_the_per_process_data_format_resume_on_their_process_coun
     experiment.train_and_evaluate(image_config(face_folder, data_dir, num_steps=15), tmp_path)
   saved = tmp_path / "checkpoints" / "15"
   assert sorted(p.name for p in (saved / "data").iterdir() if p.suffix == ".json") == ["process_0-of-1.json"]
-  assert not (saved / checkpoint.DATA_POSITION_ITEM).exists()
+  assert not (saved / workdir_lib.DATA_POSITION_ITEM).exists()
 
   legacy_copy = tmp_path / "copy"
   shutil.copytree(tmp_path, legacy_copy)
   experiment.train_and_evaluate(image_config(face_folder, data_dir), tmp_path)
   assert_same_run(tmp_path, *image_reference)
-  assert (tmp_path / "checkpoints" / "30" / checkpoint.DATA_POSITION_ITEM).is_dir()
+  assert (tmp_path / "checkpoints" / "30" / workdir_lib.DATA_POSITION_ITEM).is_dir()
 
   # As if two processes had written it: this single process cannot know its part of the data.
   data = legacy_copy / "checkpoints" / "15" / "data"
@@ -285,8 +285,7 @@ def test_unreadable_checkpoints_are_reported_and_the_run_falls_back(tmp_path, ca
 
   resumed = experiment.train_and_evaluate(config, tmp_path)
   assert_same_state(resumed.state, finished.state)
-  assert sorted(path.name.split("-")[0] for path in (tmp_path / checkpoint.UNREADABLE_DIRNAME).iterdir()) == [
-      "10", "15"]
+  assert sorted(path.name.split("-")[0] for path in (tmp_path / "unreadable_checkpoints").iterdir()) == ["10", "15"]
 
   for step in (5, 10, 15):
     (checkpoints_dir / str(step) / "config" / "metadata").unlink()
@@ -316,10 +315,10 @@ def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path):
       " config.\n"
       "  critic.name: 'adam' in the checkpoint, 'sgd' now\n"
       "  model.width: 16 in the checkpoint, 32 now\n"
-      "Only checkpoint.every, checkpoint.keep, checkpoint.keep_period, checkpoint.lock_stale_seconds, data.data_dir, evaluation.every, evaluation.max_time_fraction,"
-      " evaluation.num_samples, evaluation.reference, logging.figure_every, logging.log_every,"
-      " logging.num_fixed_samples, num_devices, num_steps may change when a run resumes; train a different config in"
-      " a new work directory.")
+      "Only checkpoint.every, checkpoint.keep, checkpoint.keep_period, checkpoint.lock_stale_seconds, data.data_dir,"
+      " evaluation.every, evaluation.max_time_fraction, evaluation.num_samples, evaluation.reference,"
+      " logging.figure_every, logging.log_every, logging.num_fixed_samples, model.kernels, num_devices, num_steps may"
+      " change when a run resumes; train a different config in a new work directory.")
   # How long the run goes and how often it logs and saves may change.
   run = experiment.train_and_evaluate(
       constant_rate_toy_config(**{"num_steps": 7, "logging.log_every": 1, "checkpoint.every": 7, "checkpoint.keep": 1}),

@@ -31,8 +31,8 @@ def test_variants_with_unknown_keys_are_one_line_and_exit_2(tmp_path):
   variants.write_text("def get_variants():\n  return {'wide': {'model.widht': 64}}\n")
   result = _compare(f"--variants={variants}", f"--workdir={tmp_path / 'runs'}")
   assert result.returncode == 2
-  assert result.stderr.strip() == ("error: --variants: variant 'wide': unknown config key 'model.widht'; the nearest"
-                                   " valid key is 'model.width'")
+  assert result.stderr.strip() == ("error: --variants: variant 'wide': unknown config key 'model.widht'; did you mean"
+                                   " 'model.width'?")
   assert not (tmp_path / "runs" / "wide").exists()
   missing = _compare(f"--variants={tmp_path / 'none.py'}", f"--workdir={tmp_path / 'runs'}")
   assert missing.returncode == 2 and "--variants: no file" in missing.stderr

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from experiments.configs import celeba32, celeba64, celeba128, common, toy_8gaussians
@@ -17,6 +18,11 @@ from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _init_state(config, models):
+  parts = configuration.training_parts(config)
+  return train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
 
 
 def test_every_config_file_is_valid():
@@ -30,20 +36,38 @@ def test_every_config_file_is_valid():
 
 def test_override_names_the_nearest_valid_key():
   config = toy_8gaussians.get_config()
-  with pytest.raises(configuration.ConfigError, match="unknown config key 'objective.gp_weigth'; the nearest valid key"
-                     " is 'objective.gp_weight'"):
+  with pytest.raises(configuration.ConfigError, match="unknown config key 'objective.gp_weigth'; did you mean"
+                     " 'objective.gp_weight'\\?"):
     configuration.override(config, {"objective.gp_weigth": 1.0})
   # A key of the flat configs before groups points to where it went.
-  with pytest.raises(configuration.ConfigError, match="the nearest valid key is 'critic.learning_rate'"):
+  with pytest.raises(configuration.ConfigError, match="did you mean 'critic.learning_rate'"):
     configuration.override(config, {"learning_rate": 1e-3})
   assert configuration.override(config, {"objective.gp_weight": 1.0}).objective.gp_weight == 1.0
   assert config.objective.gp_weight == 0.1  # the original is unchanged
 
 
+def test_nested_configs_flatten_to_dotted_keys_and_back():
+  config = toy_8gaussians.get_config()
+  items = configuration.dotted_items(config)
+  assert items["objective.gp_weight"] == config.objective.gp_weight and items["seed"] == config.seed
+  assert configuration.dotted_items(checkpoint.config_as_json(config)) == {
+      key: list(value) if isinstance(value, tuple) else value for key, value in items.items()}
+  tree = {"model": {"width": 8}}
+  configuration.set_dotted(tree, "model.dtype", "float32")
+  configuration.set_dotted(tree, "evaluation.every", 0)
+  assert tree == {"model": {"width": 8, "dtype": "float32"}, "evaluation": {"every": 0}}
+
+
+def test_augmentation_ratios_from_0_to_1_inclusive_make_a_run():
+  for ratio in (0.0, 1.0):
+    configuration.validate(configuration.override(celeba32.get_config(), {
+        "augment.policy": "translation,cutout", "augment.translation_ratio": ratio, "augment.cutout_ratio": ratio}))
+
+
 def test_validate_refuses_a_key_added_to_a_group():
   config = toy_8gaussians.get_config()
   config.ema.half_life = 3.0
-  with pytest.raises(configuration.ConfigError, match="unknown config key 'ema.half_life'; the nearest valid key is"
+  with pytest.raises(configuration.ConfigError, match="unknown config key 'ema.half_life'; did you mean"
                      " 'ema.half_life_kimg'"):
     configuration.validate(config)
 
@@ -58,6 +82,9 @@ def test_validate_refuses_a_key_added_to_a_group():
     ({"model.name": "stylegan"}, "unknown model.name 'stylegan'"),
     ({"augment.policy": "color,rotation"}, "rotation"),
     ({"objective.clip": -0.01}, "objective.clip must be positive"),
+    ({"augment.translation_ratio": 1.01}, "augment.translation_ratio must be in [0, 1], got 1.01"),
+    ({"augment.cutout_ratio": -0.1}, "augment.cutout_ratio must be in [0, 1], got -0.1"),
+    ({"ema.half_life_kimg": -1.0}, "ema.half_life_kimg must be >= 0, got -1.0"),
     ({"data.resolution": 48}, "resolution must be 4 * 2^k"),
     ({"model.dtype": "float16"}, "unknown model.dtype 'float16'"),
     ({"model.param_dtype": "bfloat16"}, "model.param_dtype='bfloat16' is not supported"),
@@ -88,14 +115,14 @@ def _train(*flags: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("flags, message", [
     (["--config.objective.gp_weigth=3"],
-     "error: --config.objective.gp_weigth: unknown config key 'objective.gp_weigth'; the nearest valid key is"
-     " 'objective.gp_weight'"),
+     "error: --config.objective.gp_weigth: unknown config key 'objective.gp_weigth'; did you mean"
+     " 'objective.gp_weight'?"),
     (["--config.objectiv.name=hinge"],
-     "error: --config.objectiv.name: unknown config key 'objectiv.name'; the nearest valid key is 'objective.name'"),
+     "error: --config.objectiv.name: unknown config key 'objectiv.name'; did you mean 'objective.name'?"),
     (["--config.batch_size=0"], "error: config: batch_size must be a positive integer, got 0"),
     (["--config.objective.name=hinj"],
      "error: config: unknown objective.name 'hinj'; did you mean 'hinge'? (valid: wgan_gp, wgan_lp,"
-     " wgan_gp_batchnorm, wgan_clip, hinge, ns_r1, dragan)"),
+     " wgan_gp_whole_batch, wgan_clip, hinge, ns_r1, dragan)"),
     (["--config.batch_size=abc"], "error: flag --config.batch_size=abc:"),
 ])
 def test_command_line_mistakes_are_one_line_and_exit_status_2(tmp_path, flags, message):
@@ -116,7 +143,7 @@ def test_a_missing_config_file_is_one_line(tmp_path):
 def test_checkpoints_of_flat_configs_are_refused_and_kept(tmp_path):
   config = configuration.override(common.toy_config("8gaussians"), {"model.width": 8, "batch_size": 8})
   models = build_models(config)
-  state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(train_lib.make_mesh(1)))
+  state = jax.device_put(_init_state(config, models), train_lib.replicated(train_lib.make_mesh(1)))
   flat = ml_collections.ConfigDict({"kind": "toy", "model": "toy_mlp", "width": 8, "learning_rate": 2e-3,
                                     "num_steps": 5, "seed": 0})
   with checkpoint.Checkpoints(tmp_path) as checkpoints:
@@ -125,12 +152,12 @@ def test_checkpoints_of_flat_configs_are_refused_and_kept(tmp_path):
     with pytest.raises(checkpoint.ConfigMismatchError, match="was made by an earlier wgan_gp_jax whose config had no"
                        " groups.*git checkout 53f4924"):
       load()
-  assert (tmp_path / "checkpoints" / "5").is_dir() and not (tmp_path / checkpoint.UNREADABLE_DIRNAME).exists()
+  assert (tmp_path / "checkpoints" / "5").is_dir() and not (tmp_path / "unreadable_checkpoints").exists()
 
 
 def test_checkpoints_made_before_model_dtype_read_as_float32(tmp_path):
   config = configuration.override(common.toy_config("8gaussians"), {"model.width": 8, "batch_size": 8, "num_steps": 2})
-  state = jax.device_put(train_lib.init_state(config, build_models(config)), train_lib.replicated(train_lib.make_mesh(1)))
+  state = jax.device_put(_init_state(config, build_models(config)), train_lib.replicated(train_lib.make_mesh(1)))
   before_dtypes = config.to_dict()
   del before_dtypes["model"]["dtype"], before_dtypes["model"]["param_dtype"]
   with checkpoint.Checkpoints(tmp_path) as checkpoints:
@@ -139,6 +166,28 @@ def test_checkpoints_made_before_model_dtype_read_as_float32(tmp_path):
   with pytest.raises(checkpoint.ConfigMismatchError, match="model.dtype: 'float32' in the checkpoint, 'bfloat16' now"):
     experiment.train_and_evaluate(configuration.override(config, {"model.dtype": "bfloat16"}), tmp_path)
   assert int(experiment.train_and_evaluate(config, tmp_path).state.step) == 2
+
+
+def test_an_objective_saved_under_its_former_name_loads_and_resumes_under_its_new_name(tmp_path):
+  former = configuration.override(common.toy_config("8gaussians"), {
+      "model.width": 8, "batch_size": 8, "num_steps": 2, "checkpoint.every": 2, "logging.figure_every": 10**6,
+      "critic.linear_decay": False, "generator.linear_decay": False, "objective.name": "wgan_gp_batchnorm"})
+  configuration.validate(former)
+  assert configuration.training_parts(former).objective.name == "wgan_gp_whole_batch"
+  experiment.train_and_evaluate(former, tmp_path / "run")
+  assert experiment.load_run(tmp_path / "run").config.objective.name == "wgan_gp_batchnorm"
+  renamed = configuration.override(former, {"objective.name": "wgan_gp_whole_batch", "num_steps": 4})
+  resumed = experiment.train_and_evaluate(renamed, tmp_path / "run")
+  assert int(resumed.state.step) == 4
+  # The same run as one trained under the new name from the start.
+  np.testing.assert_array_equal(resumed.sample(64, seed=0),
+                                experiment.train_and_evaluate(renamed, tmp_path / "new").sample(64, seed=0))
+  # Another objective is still another run.
+  with pytest.raises(checkpoint.ConfigMismatchError, match="objective.name: 'wgan_gp_whole_batch' in the checkpoint,"
+                     " 'wgan_gp' now"):
+    experiment.train_and_evaluate(configuration.override(renamed, {"objective.name": "wgan_gp"}), tmp_path / "run")
+  assert checkpoint.config_differences({"objective": {"name": "wgan_gp_whole_batch"}},
+                                       {"objective": {"name": "wgan_gp_batchnorm"}}) == []
 
 
 def test_celeba_configs_take_the_recipe_or_the_papers_setting(tmp_path):

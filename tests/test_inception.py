@@ -2,6 +2,8 @@
 
 import zipfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,3 +140,25 @@ def test_pools_as_shifted_views_equal_flax_pools(size):
   np.testing.assert_array_equal(inception._max_pool_3x3(x, 1, 1), nn.max_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1))))
   if min(size) >= 3:
     np.testing.assert_array_equal(inception._max_pool_3x3(x, 2, 0), nn.max_pool(x, (3, 3), (2, 2), "VALID"))
+
+
+def test_convolutions_by_the_kernels_or_by_lax_give_the_same_features():
+  """``kernels="cpu"``: the convolutions by the CPU kernels (Winograd, im2col products, never oneDNN); ``"xla"``: by
+  lax. The same parameters and, to float32 rounding, the same features."""
+  x = jnp.tanh(jax.random.normal(jax.random.key(0), (2, 75, 75, 3)))  # the smallest input the network takes
+  shapes = {choice: jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(
+      inception.InceptionV3(kernels=choice).init, jax.random.key(0), x)) for choice in ("xla", "cpu")}
+  assert shapes["xla"] == shapes["cpu"]
+  params = jax.jit(inception.InceptionV3(kernels="xla").init)(jax.random.key(0), x)
+  features, programs = {}, {}
+  for choice in ("xla", "cpu"):
+    apply = jax.jit(inception.InceptionV3(kernels=choice).apply)
+    features[choice] = np.asarray(apply(params, x)[0])
+    programs[choice] = apply.lower(params, x).as_text()
+  scale = np.abs(features["xla"]).max()
+  assert scale > 0
+  np.testing.assert_allclose(features["cpu"] / scale, features["xla"] / scale, rtol=0, atol=1e-5)
+  assert "wgan_gp_jax_onednn" not in programs["cpu"] + programs["xla"]
+  assert programs["xla"].count("stablehlo.convolution") > programs["cpu"].count("stablehlo.convolution")
+  with pytest.raises(ValueError, match="unknown kernels 'tpu'"):
+    inception.inception_features(np.zeros((1, 8, 8, 3), np.uint8), params=None, kernels="tpu")

@@ -13,8 +13,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 from wgan_gp_jax import configuration, losses
-from wgan_gp_jax.kernels import conv, onednn
-from wgan_gp_jax.models import build_models, dcgan, layers, resnet
+from wgan_gp_jax.kernels import conv, layers, onednn
+from wgan_gp_jax.models import build_models
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -275,22 +275,9 @@ class _Net(nn.Module):
     return self.conv_cls(2, (5, 5), strides=(2, 2))(x)
 
 
-class _ReferenceConv(nn.Conv):
-  padding: str = "SAME"
-
-
-class _ReferenceConvTranspose(nn.ConvTranspose):
-  padding: str = "SAME"
-
-
-# Flax names submodules after their class: these keep the parameter names of layers.Conv/ConvTranspose.
-PlainConv = type("Conv", (_ReferenceConv,), {})
-PlainConvTranspose = type("ConvTranspose", (_ReferenceConvTranspose,), {})
-
-
 def test_layers_have_flax_parameters_and_outputs():
   x = _random(0, (2, 5, 7, 3))
-  mine, reference = _Net(layers.Conv, layers.ConvTranspose), _Net(PlainConv, PlainConvTranspose)
+  mine, reference = _Net(layers.Conv, layers.ConvTranspose), _Net(nn.Conv, nn.ConvTranspose)
   key = jax.random.key(1)
   variables = _compile(mine.init, key, x)(key, x)
   reference_variables = _compile(reference.init, key, x)(key, x)
@@ -409,7 +396,7 @@ def test_layers_compute_in_the_requested_dtype():
   assert variables["params"]["kernel"].dtype == jnp.float32
   y = layer.apply(variables, x)
   assert y.dtype == jnp.bfloat16
-  _assert_close(y.astype(jnp.float32), _ReferenceConv(4, (5, 5), strides=(2, 2)).apply(variables, x), rtol=2e-2)
+  _assert_close(y.astype(jnp.float32), nn.Conv(4, (5, 5), strides=(2, 2)).apply(variables, x), rtol=2e-2)
 
 
 def test_bfloat16_convolutions_give_float32_kernel_gradients():
@@ -474,53 +461,48 @@ def test_unsupported_options_are_refused():
     layers.Conv(4, (3, 3), feature_group_count=3).init(jax.random.key(0), x)
 
 
-def _use_plain_flax_layers(monkeypatch):
-  """Swaps the models' layers for flax's own, keeping the class names (and so the parameter names)."""
-  for module in (dcgan, resnet):
-    monkeypatch.setattr(module, "Conv", PlainConv)
-  monkeypatch.setattr(dcgan, "ConvTranspose", PlainConvTranspose)
-
-
 @pytest.mark.parametrize("model, resolution", [("dcgan", 16), ("resnet", 16)])
-def test_models_penalty_gradients_match_plain_flax(cpu_path, monkeypatch, model, resolution):
-  """The critic loss and its parameter gradients (double backward) equal those of plain flax layers."""
+def test_models_penalty_gradients_match_plain_flax(cpu_path, model, resolution):
+  """The critic loss and its parameter gradients (double backward) equal those of plain flax layers
+  (``model.kernels="xla"``)."""
   config = configuration.override(configuration.default_config("image"), {
-      "model.name": model, "model.width": 8, "data.resolution": resolution})
-  models = build_models(config)
+      "model.name": model, "model.width": 8, "data.resolution": resolution, "model.kernels": "cpu"})
   real, fake = _random(0, (4, resolution, resolution, 3)), _random(1, (4, resolution, resolution, 3))
   key = jax.random.key(2)
-  params = _compile(models.critic.init, key, real)(key, real)["params"]  # jitted: eager flax init takes seconds
+  critic = build_models(config).critic
+  params = _compile(critic.init, key, real)(key, real)["params"]  # jitted: eager flax init takes seconds
 
-  def loss_and_grads():
+  def loss_and_grads(kernels):
+    critic = build_models(configuration.override(config, {"model.kernels": kernels})).critic
     loss_fn = lambda p: losses.wgan_gp_critic_loss(
-        lambda x: models.critic.apply({"params": p}, x), real, fake, jax.random.key(3))[0]
+        lambda x: critic.apply({"params": p}, x), real, fake, jax.random.key(3))[0]
     return _compile(jax.value_and_grad(loss_fn), params)(params)
 
-  loss, grads = loss_and_grads()
-  _use_plain_flax_layers(monkeypatch)
-  reference_loss, reference_grads = loss_and_grads()
+  loss, grads = loss_and_grads("cpu")
+  reference_loss, reference_grads = loss_and_grads("xla")
   _assert_close(loss, reference_loss, rtol=1e-5)
   _assert_close(grads, reference_grads, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["dcgan", "resnet"])
-def test_generator_outputs_and_gradients_match_plain_flax(cpu_path, monkeypatch, model):
+def test_generator_outputs_and_gradients_match_plain_flax(cpu_path, model):
   config = configuration.override(configuration.default_config("image"), {
-      "model.name": model, "model.width": 8, "data.resolution": 16, "model.latent_dim": 16})
-  models = build_models(config)
+      "model.name": model, "model.width": 8, "data.resolution": 16, "model.latent_dim": 16, "model.kernels": "cpu"})
   z = _random(0, (4, 16))
   key = jax.random.key(1)
-  variables = _compile(lambda key, z: models.generator.init(key, z, train=False), key, z)(key, z)
+  generator = build_models(config).generator
+  variables = _compile(lambda key, z: generator.init(key, z, train=False), key, z)(key, z)
   direction = _random(2, (4, 16, 16, 3))
 
-  def samples_and_grads():
+  def samples_and_grads(kernels):
+    generator = build_models(configuration.override(config, {"model.kernels": kernels})).generator
+
     def objective(params):
-      samples, _ = models.generator.apply({**variables, "params": params}, z, train=True, mutable=["batch_stats"])
+      samples, _ = generator.apply({**variables, "params": params}, z, train=True, mutable=["batch_stats"])
       return jnp.vdot(samples, direction), samples
     return _compile(jax.value_and_grad(objective, has_aux=True), variables["params"])(variables["params"])
 
-  (_, samples), grads = samples_and_grads()
-  _use_plain_flax_layers(monkeypatch)
-  (_, reference_samples), reference_grads = samples_and_grads()
+  (_, samples), grads = samples_and_grads("cpu")
+  (_, reference_samples), reference_grads = samples_and_grads("xla")
   _assert_close(samples, reference_samples)
   _assert_close(grads, reference_grads, rtol=1e-5)

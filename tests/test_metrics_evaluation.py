@@ -28,7 +28,7 @@ def fake_inception(monkeypatch):
   """Features = 2x2 block means of the pixels (12-d); records how many images went through."""
   calls = []
 
-  def features(images, *, params, batch_size=50, preprocessing="pytorch_fid", with_logits=False):
+  def features(images, *, params, batch_size=50, preprocessing="pytorch_fid", with_logits=False, kernels="auto"):
     x = np.asarray(images, np.float32)
     n, h, w, c = x.shape
     calls.append(n)

@@ -112,7 +112,8 @@ def test_bfloat16_models_compute_in_bfloat16_with_float32_parameters_state_and_o
       "model.name": name, "model.width": 8, "model.latent_dim": 16, "model.dtype": "bfloat16", **image_keys})
   configuration.validate(config)
   models = build_models(config)
-  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+  optimizers = configuration.training_parts(config).optimizers
+  state = jax.eval_shape(lambda: train_lib.init_state(models, optimizers, seed=config.seed, ema=False))
   # Parameters, batch-norm statistics and both optimizer states.
   assert {leaf.dtype.name for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.floating)} == {"float32"}
   z = jnp.ones((4, models.latent_dim))

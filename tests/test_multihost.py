@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from checkpoint_testing import IMAGE_CONFIG_FILE, REPO_ROOT, image_overrides, subprocess_env, train_command
-from wgan_gp_jax.runner import experiment, workdir_lock
+from wgan_gp_jax.runner import experiment
 from wgan_gp_jax.data import prepare
 
 NUM_STEPS = 10
@@ -115,7 +115,7 @@ def test_a_preempted_two_process_run_resumes_on_two_then_on_one_and_equals_one_p
     assert f"resuming from the checkpoint at generator step {stopped_at}" in stderr
     assert f"training on 8 device(s), process {index} of 2" in stderr
   # Process 0 held the work directory's lock for both processes (neither refused the other) and released it.
-  assert not (workdir / workdir_lock.LOCK_FILENAME).exists()
+  assert not (workdir / "lock.json").exists()
   resumed = subprocess.run(train_command(IMAGE_CONFIG_FILE, workdir, overrides), cwd=REPO_ROOT, env=eight_devices,
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from experiments.configs import common
-from wgan_gp_jax import configuration, losses, objectives
+from wgan_gp_jax import configuration, losses, objectives, optimizers
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import build_models
 
@@ -42,7 +42,7 @@ def _reference_losses(name, critic, real, fake, key):
     critic_loss = wasserstein + 7.0 * losses.gradient_penalty(critic, real, fake, key)
   elif name == "wgan_lp":
     critic_loss = wasserstein + 7.0 * losses.gradient_penalty(critic, real, fake, key, one_sided=True)
-  elif name == "wgan_gp_batchnorm":
+  elif name == "wgan_gp_whole_batch":
     gradients = losses.input_gradients(critic, losses.random_interpolates(real, fake, key))
     critic_loss = wasserstein + 7.0 * (jnp.linalg.norm(gradients.ravel()) - 1.0) ** 2
   elif name in ("wgan_clip",):
@@ -76,6 +76,14 @@ def test_each_objective_equals_the_functions_of_losses(name):
                              jnp.mean(_quadratic_critic(real)) - jnp.mean(_quadratic_critic(fake)), rtol=1e-5)
 
 
+def test_a_renamed_objective_is_built_under_its_former_name():
+  for former, current in objectives.RENAMED.items():
+    assert former not in objectives.OBJECTIVES and current in objectives.OBJECTIVES
+    assert _objective(former).name == current
+  with pytest.raises(ValueError, match="unknown objective.name 'wgan_gp_batchnom'; did you mean"):
+    _objective("wgan_gp_batchnom")
+
+
 def test_the_tutorials_whole_batch_penalty_differs_from_the_papers():
   # D(x) = ||x||^2 / 2 has gradient x: per example the norms are ||x_i||, for the whole batch one norm ||x||_F.
   x = jax.random.normal(jax.random.key(0), (5,) + IMAGE_SHAPE) * jnp.arange(1.0, 6.0)[:, None, None, None] / 10
@@ -93,6 +101,23 @@ def _image_config(**overrides):
   return configuration.override(config, {**small, **overrides})
 
 
+def _init_state(config, models):
+  parts = configuration.training_parts(config)
+  return train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
+
+
+def _critic_update(config, models):
+  parts = configuration.training_parts(config)
+  return train_lib.make_critic_update(models, parts.objective, parts.optimizers.critic,
+                                      augmentation=parts.augmentation)
+
+
+def _train_iteration(config, models):
+  parts = configuration.training_parts(config)
+  return train_lib.make_train_iteration(models, parts.objective, parts.optimizers, n_critic=config.n_critic,
+                                        augmentation=parts.augmentation, ema=parts.ema)
+
+
 def _real(config, seed=0):
   shape = (config.n_critic, config.batch_size, config.data.resolution, config.data.resolution, 3)
   return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape), jnp.float32)
@@ -103,9 +128,9 @@ def test_weight_clipping_keeps_every_critic_weight_within_c_after_an_update():
   config = _image_config(**{"objective.name": "wgan_clip", "objective.clip": 0.01, "critic.name": "rmsprop",
                             "critic.learning_rate": 0.5})
   models = build_models(config)
-  state = train_lib.init_state(config, models)
+  state = _init_state(config, models)
   assert max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(state.critic_params)) > 0.01
-  update = jax.jit(train_lib.make_critic_update(config, models))
+  update = jax.jit(_critic_update(config, models))
   params, _, _ = update(state, state.critic_params, state.critic_opt_state, _real(config)[0], jax.random.key(0))
   leaves = jax.tree.leaves(params)
   assert max(float(jnp.max(jnp.abs(w))) for w in leaves) <= 0.01
@@ -119,10 +144,10 @@ def _small_critic_config(name: str):
 def _critic_update_flops(name: str) -> float:
   config = _small_critic_config(name)
   models = build_models(config)
-  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+  state = jax.eval_shape(lambda: _init_state(config, models))
   real = jax.ShapeDtypeStruct((config.batch_size, 16, 16, 3), jnp.float32)
   key = jax.eval_shape(lambda: jax.random.key(0))
-  compiled = jax.jit(train_lib.make_critic_update(config, models)).lower(
+  compiled = jax.jit(_critic_update(config, models)).lower(
       state, state.critic_params, state.critic_opt_state, real, key).compile()
   return compiled.cost_analysis()["flops"]
 
@@ -131,7 +156,7 @@ def _first_order_critic_gradient_flops() -> float:
   """The work of a critic update without any penalty: fakes, the critic on real and fake, its weight gradient."""
   config = _small_critic_config("wgan_clip")
   models = build_models(config)
-  state = jax.eval_shape(lambda: train_lib.init_state(config, models))
+  state = jax.eval_shape(lambda: _init_state(config, models))
 
   def gradient(state, real, z):
     fake, _ = train_lib.generate(models, state.generator_params, state.generator_batch_stats, z, train=True)
@@ -175,7 +200,7 @@ def _plain_algorithm_1(config, models, state, real_batches, iterations):
     return models.generator.apply({"params": params, "batch_stats": stats}, z, train=True, mutable=["batch_stats"])
 
   for step in range(iterations):
-    step_key = train_lib.stream_key(state.key, train_lib.TRAIN_STREAM, step)
+    step_key = train_lib.stream_key(state.key, train_lib.Stream.TRAIN, step)
     for t in range(config.n_critic):
       x = real_batches[step][t]
       z_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, t))
@@ -218,9 +243,9 @@ def test_compiled_iteration_equals_a_plain_loop_of_the_papers_algorithm(name):
     overrides.update({"critic.learning_rate": 1e-3, "generator.learning_rate": 2e-3, "critic.b1": 0.5})
   config = _image_config(**overrides)
   models = build_models(config)
-  initial = train_lib.init_state(config, models)
+  initial = _init_state(config, models)
   real = [_real(config, seed) for seed in range(2)]
-  iteration = jax.jit(train_lib.make_train_iteration(config, models))
+  iteration = jax.jit(_train_iteration(config, models))
   state = initial
   for batch in real:
     state, _ = iteration(state, batch)
@@ -236,7 +261,8 @@ def test_compiled_iteration_equals_a_plain_loop_of_the_papers_algorithm(name):
 def test_separate_optimizers_and_learning_rates_for_critic_and_generator():
   config = _image_config(**{"critic.name": "sgd", "critic.learning_rate": 0.1, "generator.name": "rmsprop",
                             "generator.learning_rate": 1e-3})
-  generator_tx, critic_tx = train_lib.make_optimizers(config)
+  built = optimizers.build_optimizers(config)
+  generator_tx, critic_tx = built.generator, built.critic
   params = {"w": jnp.ones(3)}
   gradient = {"w": jnp.array([1.0, -2.0, 0.5])}
   critic_step, _ = critic_tx.update(gradient, critic_tx.init(params), params)
@@ -249,7 +275,8 @@ def test_separate_optimizers_and_learning_rates_for_critic_and_generator():
 def test_linear_decay_reaches_zero_at_the_end_of_each_networks_updates():
   config = _image_config(**{"critic.name": "sgd", "critic.linear_decay": True, "generator.name": "sgd",
                             "generator.linear_decay": True, "num_steps": 10, "n_critic": 2})
-  generator_tx, critic_tx = train_lib.make_optimizers(config)
+  built = optimizers.build_optimizers(config)
+  generator_tx, critic_tx = built.generator, built.critic
   params, gradient = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
   for tx, updates, lr in ((generator_tx, 10, config.generator.learning_rate),
                           (critic_tx, 20, config.critic.learning_rate)):
@@ -267,8 +294,8 @@ def test_ema_with_half_life_zero_is_the_raw_generator():
   config = configuration.override(common.toy_config("8gaussians"), {
       "model.width": 16, "batch_size": 16, "ema.enabled": True, "ema.half_life_kimg": 0.0})
   models = build_models(config)
-  state = train_lib.init_state(config, models)
-  iteration = jax.jit(train_lib.make_train_iteration(config, models))
+  state = _init_state(config, models)
+  iteration = jax.jit(_train_iteration(config, models))
   for step in range(3):
     state, _ = iteration(state, jax.random.normal(jax.random.key(step), (config.n_critic, 16, 2)))
   for ema, raw in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(state.generator_params), strict=True):
@@ -277,18 +304,22 @@ def test_ema_with_half_life_zero_is_the_raw_generator():
 
 def test_ema_ramp_up_follows_its_formula_and_the_average_is_exact():
   config = _image_config(**{"ema.enabled": True, "ema.half_life_kimg": 0.1, "ema.rampup": 0.5, "batch_size": 4})
+  parts = configuration.training_parts(config)
+  ema = parts.ema
+  assert ema == train_lib.EMA(half_life_kimg=0.1, rampup=0.5)
   batch = 4
   # Half-life min(100, step * 4 * 0.5) images; beta = 0.5 ** (4 / half-life).
   for step, half_life in ((0, 0.0), (1, 2.0), (10, 20.0), (49, 98.0), (50, 100.0), (1000, 100.0)):
     expected = 0.5 ** (batch / half_life) if half_life else 0.0
-    np.testing.assert_allclose(train_lib.ema_beta(config.ema, step=step, batch_size=batch), expected, rtol=1e-6)
-  no_rampup = configuration.override(config, {"ema.rampup": 0.0}).ema
-  np.testing.assert_allclose(train_lib.ema_beta(no_rampup, step=0, batch_size=batch), 0.5 ** (4 / 100), rtol=1e-6)
+    np.testing.assert_allclose(ema.beta(step=step, batch_size=batch), expected, rtol=1e-6)
+  no_rampup = train_lib.EMA(half_life_kimg=0.1, rampup=0.0)
+  np.testing.assert_allclose(no_rampup.beta(step=0, batch_size=batch), 0.5 ** (4 / 100), rtol=1e-6)
 
   models = build_models(config)
-  state = train_lib.init_state(config, models).replace(step=jnp.asarray(7, jnp.int32))
+  state = _init_state(config, models).replace(step=jnp.asarray(7, jnp.int32))
   state = state.replace(ema_params=jax.tree.map(lambda p: p + 1.0, state.ema_params))  # an average apart from the raw
-  updated, metrics = jax.jit(train_lib.make_generator_update(config, models), static_argnums=2)(
+  generator_update = train_lib.make_generator_update(models, parts.objective, parts.optimizers.generator, ema=ema)
+  updated, metrics = jax.jit(generator_update, static_argnums=2)(
       state, jax.random.key(0), batch)
   beta = 0.5 ** (batch / (7 * batch * 0.5))
   np.testing.assert_allclose(metrics["ema_beta"], beta, rtol=1e-6)

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoint_testing import assert_same_state, image_config, metrics_without_time
 from wgan_gp_jax import configuration
-from wgan_gp_jax.runner import experiment, periodic_eval
+from wgan_gp_jax.runner import experiment, periodic_eval, workdir as workdir_lib
 
 _DIMS = 4
 
@@ -62,7 +62,7 @@ def test_fid_is_logged_with_n_the_best_checkpoint_kept_and_a_resume_does_not_eva
   # 4 * offset^2 apart (the covariance term is the same at every evaluation).
   np.testing.assert_allclose([fids[2] - fids[4], fids[6] - fids[4]], [4 * (9.0 - 1.0), 4 * (4.0 - 1.0)], rtol=1e-6)
   assert periodic_eval.best_state_record(tmp_path / "run") == {"step": 4, "metric": "fid_16", "value": fids[4]}
-  assert sorted(p.name for p in (tmp_path / "run" / periodic_eval.BEST_DIRNAME).iterdir()) == ["4", "best.json"]
+  assert sorted(p.name for p in (tmp_path / "run" / "best_checkpoint").iterdir()) == ["4", "best.json"]
   best = experiment.load_run(tmp_path / "run", best=True)
   assert int(best.state.step) == 4 and int(experiment.load_run(tmp_path / "run").state.step) == 6
 
@@ -92,7 +92,7 @@ def test_a_run_without_evaluations_due_never_loads_the_inception(face_folder, tm
   monkeypatch.setattr(periodic_eval, "load_fid_model", scripted)
   experiment.train_and_evaluate(_config(face_folder, tmp_path / "tfds", **{
       "evaluation.every": 1000, "num_steps": 2, "checkpoint.every": 2}), tmp_path)
-  assert scripted.loads == 0 and not (tmp_path / periodic_eval.BEST_DIRNAME).exists()
+  assert scripted.loads == 0 and not (tmp_path / workdir_lib.BEST_CHECKPOINT_DIRNAME).exists()
 
 
 def test_without_weights_the_run_goes_on_without_fid(face_folder, tmp_path, monkeypatch):
@@ -162,7 +162,7 @@ def test_plot_metrics_draws_the_fid_curve_of_runs(tmp_path):
     lines = [{"step": 100, "seconds": 1.0, "critic_loss": 1.0}, {"step": 200, "seconds": 2.0, "fid_16": values[0]},
              {"step": 400, "seconds": 4.0, "fid_16": values[1]}]
     (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-  steps, values = experiment.metric_curve(tmp_path / "a", "fid_16")
+  steps, values = workdir_lib.metric_curve(tmp_path / "a", "fid_16")
   assert steps.tolist() == [200, 400] and values.tolist() == [90.0, 70.0]
   env = {**os.environ, "PYTHONPATH": str(repo)}
   out = tmp_path / "fid.png"
@@ -170,13 +170,13 @@ def test_plot_metrics_draws_the_fid_curve_of_runs(tmp_path):
                   "--metric=fid_16", f"--out={out}", "--floor=5.3"], cwd=repo, env=env, check=True, timeout=120)
   assert out.read_bytes()[:4] == b"\x89PNG"
   for step, num_samples, fid in ((400, 64, 50.0), (200, 64, 65.0), (300, 32, 55.0)):
-    (tmp_path / "a" / experiment.evaluation_filename(step)).write_text(
+    (tmp_path / "a" / workdir_lib.evaluation_filename(step)).write_text(
         json.dumps({"num_samples": num_samples, "fid": fid}))
-  raw = experiment.evaluation_filename(400, raw_of_ema_run=True)  # --noema of a run with an EMA: its own file
-  assert raw == "evaluation_step_400_raw.json" and experiment.evaluation_filename(400) == "evaluation_step_400.json"
-  assert experiment.evaluation_filename() == "evaluation.json"
+  raw = workdir_lib.evaluation_filename(400, raw_of_ema_run=True)  # --noema of a run with an EMA: its own file
+  assert raw == "evaluation_step_400_raw.json" and workdir_lib.evaluation_filename(400) == "evaluation_step_400.json"
+  assert workdir_lib.evaluation_filename() == "evaluation.json"
   (tmp_path / "a" / raw).write_text(json.dumps({"num_samples": 64, "fid": 99.0}))
-  evaluated = experiment.evaluated_curve(tmp_path / "a", "fid")
+  evaluated = workdir_lib.evaluated_curve(tmp_path / "a", "fid")
   assert {n: (s.tolist(), v.tolist()) for n, (s, v) in evaluated.items()} == {32: ([300], [55.0]),
                                                                                64: ([200, 400], [65.0, 50.0])}
   out.unlink()

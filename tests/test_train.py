@@ -4,17 +4,20 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments.configs import common
-from wgan_gp_jax import configuration, toy_data
+from wgan_gp_jax import configuration, objectives, toy_data
 from wgan_gp_jax.runner import experiment
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.metrics import toy
-from wgan_gp_jax.models import build_models
+from wgan_gp_jax.models import Models, build_models
+from wgan_gp_jax.optimizers import Optimizers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,6 +34,11 @@ def tiny_toy_config(**overrides):
   return configuration.override(common.toy_config("8gaussians"), {**defaults, **overrides})
 
 
+def _init_state(config, models):
+  parts = configuration.training_parts(config)
+  return train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
+
+
 def _mean_distance_to_modes(samples: np.ndarray) -> float:
   centres = toy_data.MIXTURES["8gaussians"].centres
   return float(np.linalg.norm(samples[:, None] - centres[None], axis=-1).min(axis=1).mean())
@@ -38,7 +46,7 @@ def _mean_distance_to_modes(samples: np.ndarray) -> float:
 
 def test_state_is_one_pytree_with_everything_a_run_needs():
   config = tiny_toy_config()
-  state = train_lib.init_state(config, build_models(config))
+  state = _init_state(config, build_models(config))
   assert set(vars(state)) == {"step", "key", "generator_params", "generator_batch_stats", "critic_params",
                               "generator_opt_state", "critic_opt_state", "ema_params", "ema_batch_stats"}
   assert state.key.dtype == np.uint32 and int(state.step) == 0
@@ -50,7 +58,7 @@ def test_short_toy_run_learns_all_modes(tmp_path, dtype):
       "num_steps": 500, "checkpoint.every": 500, "logging.log_every": 250, "critic.learning_rate": 2e-3,
       "generator.learning_rate": 2e-3, "critic.linear_decay": True, "generator.linear_decay": True,
       "model.dtype": dtype})
-  untrained = experiment.Run(config, build_models(config), train_lib.init_state(config, build_models(config)))
+  untrained = experiment.Run(config, build_models(config), _init_state(config, build_models(config)))
   before = _mean_distance_to_modes(untrained.sample(1000, seed=5))
   run = experiment.train_and_evaluate(config, tmp_path)
   samples = run.sample(1000, seed=5)
@@ -111,12 +119,16 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     }
     for name, config in configs.items():
       models = build_models(config)
+      parts = configuration.training_parts(config)
       real = np.random.default_rng(0).uniform(-1, 1, (config.n_critic, config.batch_size) + models.sample_shape)
       results = []
       for devices in (1, 8):
         mesh = train_lib.make_mesh(devices)
-        state = jax.device_put(train_lib.init_state(config, models), train_lib.replicated(mesh))
-        iteration = train_lib.compile_train_iteration(config, models, mesh)
+        state = train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
+        state = jax.device_put(state, train_lib.replicated(mesh))
+        iteration = train_lib.compile_train_iteration(models, parts.objective, parts.optimizers, mesh,
+                                                      n_critic=config.n_critic, augmentation=parts.augmentation,
+                                                      ema=parts.ema)
         batch = jax.device_put(real.astype(np.float32), train_lib.iteration_data_sharding(mesh))
         for _ in range(2):
           state, metrics = iteration(state, batch)
@@ -141,9 +153,96 @@ def test_iteration_on_eight_devices_equals_one_device():
 def test_iteration_checks_the_number_of_critic_batches():
   config = tiny_toy_config()
   models = build_models(config)
-  iteration = train_lib.make_train_iteration(config, models)
+  parts = configuration.training_parts(config)
+  iteration = train_lib.make_train_iteration(models, parts.objective, parts.optimizers, n_critic=config.n_critic)
+  state = _init_state(config, models)
   with pytest.raises(ValueError, match="n_critic=5"):
-    iteration(train_lib.init_state(config, models), np.zeros((4, 64, 2), np.float32))
+    iteration(state, np.zeros((4, 64, 2), np.float32))
+
+
+class _LineGenerator(nn.Module):
+  """Another project's generator: ``x = W z + b``, no batch norm."""
+
+  @nn.compact
+  def __call__(self, z, train=True):
+    del train
+    return nn.Dense(2)(z)
+
+
+class _SmallCritic(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(1)(jnp.tanh(nn.Dense(8)(x)))[:, 0]
+
+
+_DRIFT_WEIGHT = 0.25
+
+
+def _drift_critic_loss(critic_fn, real, fake, key):
+  """A project's own critic loss: Wasserstein with a penalty on the real scores' square; ``key`` unused."""
+  del key
+  real_scores, fake_scores = critic_fn(real), critic_fn(fake)
+  drift = jnp.mean(jnp.square(real_scores))
+  loss = jnp.mean(fake_scores) - jnp.mean(real_scores) + _DRIFT_WEIGHT * drift
+  return loss, {"critic_loss": loss, "drift": drift}
+
+
+def test_a_projects_own_objective_and_optimizers_train_as_a_plain_loop_of_their_updates():
+  models = Models(_LineGenerator(), _SmallCritic(), latent_dim=3, sample_shape=(2,))
+  objective = objectives.Objective("drift_wgan", _drift_critic_loss, lambda scores: -jnp.mean(scores))
+  optimizers = Optimizers(generator=optax.sgd(0.05), critic=optax.adam(0.01))
+  n_critic, batch_size, steps = 3, 16, 4
+  initial = train_lib.init_state(models, optimizers, seed=7, ema=False)
+  real = jax.random.normal(jax.random.key(1), (steps, n_critic, batch_size, 2)) + jnp.array([2.0, -1.0])
+  iteration = jax.jit(train_lib.make_train_iteration(models, objective, optimizers, n_critic=n_critic))
+  state = initial
+  drifts = []
+  for step in range(steps):
+    state, metrics = iteration(state, real[step])
+    drifts.append(metrics["drift"])
+  assert int(state.step) == steps and set(metrics) == {"critic_loss", "drift", "critic_grad_norm", "generator_loss",
+                                                       "generator_grad_norm"}
+
+  # The same updates written out: the keys of train.Stream.TRAIN, the custom losses, optax's steps.
+  critic, generator = initial.critic_params, initial.generator_params
+  critic_opt, generator_opt = optimizers.critic.init(critic), optimizers.generator.init(generator)
+  D = lambda params, x: models.critic.apply({"params": params}, x)
+  G = lambda params, z: models.generator.apply({"params": params}, z)
+  expected_drifts = []
+  for step in range(steps):
+    step_key = train_lib.stream_key(initial.key, train_lib.Stream.TRAIN, step)
+    step_drifts = []
+    for t in range(n_critic):
+      z_key, _ = jax.random.split(jax.random.fold_in(step_key, t))
+      fake = G(generator, jax.random.normal(z_key, (batch_size, 3)))
+      x = real[step, t]
+
+      def critic_loss(w):
+        drift = jnp.mean(jnp.square(D(w, x)))
+        return jnp.mean(D(w, fake)) - jnp.mean(D(w, x)) + _DRIFT_WEIGHT * drift, drift
+
+      gradient, drift = jax.grad(critic_loss, has_aux=True)(critic)
+      step_drifts.append(drift)
+      updates, critic_opt = optimizers.critic.update(gradient, critic_opt, critic)
+      critic = optax.apply_updates(critic, updates)
+    expected_drifts.append(np.mean(step_drifts))
+    z = jax.random.normal(jax.random.fold_in(step_key, n_critic), (batch_size, 3))
+    gradient = jax.grad(lambda theta: -jnp.mean(D(critic, G(theta, z))))(generator)
+    updates, generator_opt = optimizers.generator.update(gradient, generator_opt, generator)
+    generator = optax.apply_updates(generator, updates)
+
+  for ours, plain in ((state.critic_params, critic), (state.generator_params, generator)):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(drifts, expected_drifts, rtol=1e-5)
+  # The penalty is part of what the critic minimised: without it the critic ends elsewhere.
+  no_drift = objectives.Objective("wgan", lambda critic_fn, real, fake, key: (
+      jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)), {}), objective.generator_loss)
+  other = initial
+  other_iteration = jax.jit(train_lib.make_train_iteration(models, no_drift, optimizers, n_critic=n_critic))
+  for step in range(steps):
+    other, _ = other_iteration(other, real[step])
+  assert not np.allclose(jax.tree.leaves(other.critic_params)[0], jax.tree.leaves(state.critic_params)[0], atol=1e-4)
 
 
 def test_train_and_sample_commands(command_env, tmp_path):

@@ -93,7 +93,7 @@ def _inception_convolutions(monkeypatch) -> set[tuple[int, tuple[int, int], tupl
     return cpu_conv(x, kernel, stride, padding)
 
   monkeypatch.setattr(inception, "_cpu_conv", recording)
-  network = inception.InceptionV3()
+  network = inception.InceptionV3(kernels="cpu")
   variables = jax.eval_shape(network.init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
   jax.eval_shape(network.apply, variables, jnp.zeros((2, 75, 75, 3)))
   monkeypatch.setattr(inception, "_cpu_conv", cpu_conv)

@@ -10,18 +10,18 @@ import time
 
 import pytest
 
-from wgan_gp_jax.runner import workdir_lock
+from wgan_gp_jax.runner import workdir as workdir_lib, workdir_lock
 
 
 def _write_lock(directory, *, host=None, pid, heartbeat_age=0.0, token="other"):
   now = time.time()
   record = {"host": host or socket.gethostname(), "pid": pid, "started": now - 3600, "heartbeat": now - heartbeat_age,
             "token": token}
-  (directory / workdir_lock.LOCK_FILENAME).write_text(json.dumps(record))
+  (directory / workdir_lib.LOCK_FILENAME).write_text(json.dumps(record))
 
 
 def _holder_pid(directory) -> int:
-  return json.loads((directory / workdir_lock.LOCK_FILENAME).read_text())["pid"]
+  return json.loads((directory / workdir_lib.LOCK_FILENAME).read_text())["pid"]
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_the_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     assert _holder_pid(tmp_path) == os.getpid()
     with pytest.raises(workdir_lock.WorkdirLocked, match=f"in use by process {os.getpid()} on host"):
       workdir_lock.WorkdirLock(tmp_path).acquire()  # a second trainer in this very process is refused too
-  assert not (tmp_path / workdir_lock.LOCK_FILENAME).exists()
+  assert not (tmp_path / workdir_lib.LOCK_FILENAME).exists()
   assert sorted(p.name for p in tmp_path.iterdir()) == [], "no temporary or stale lock files are left"
 
 
@@ -65,16 +65,16 @@ def test_a_holder_on_another_host_is_stale_only_without_a_recent_heartbeat(tmp_p
 
 
 def test_an_unreadable_lock_file_is_stale(tmp_path):
-  (tmp_path / workdir_lock.LOCK_FILENAME).write_text("{not json")
+  (tmp_path / workdir_lib.LOCK_FILENAME).write_text("{not json")
   with workdir_lock.WorkdirLock(tmp_path):
     assert _holder_pid(tmp_path) == os.getpid()
 
 
 def test_the_heartbeat_is_renewed_while_held(tmp_path):
   with workdir_lock.WorkdirLock(tmp_path, heartbeat_seconds=0.05):
-    first = json.loads((tmp_path / workdir_lock.LOCK_FILENAME).read_text())["heartbeat"]
+    first = json.loads((tmp_path / workdir_lib.LOCK_FILENAME).read_text())["heartbeat"]
     time.sleep(0.3)
-    later = json.loads((tmp_path / workdir_lock.LOCK_FILENAME).read_text())["heartbeat"]
+    later = json.loads((tmp_path / workdir_lib.LOCK_FILENAME).read_text())["heartbeat"]
   assert later > first
 
 

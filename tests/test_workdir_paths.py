@@ -95,6 +95,9 @@ def test_a_run_in_the_bucket_resumes_bit_identically(bucket, tmp_path):
     return [{key: value for key, value in record.items() if key != "seconds"} for record in records]
 
   assert metrics(local_copy) == metrics(tmp_path / "local")
+  # What a finished toy run leaves, and nothing else: no lock, no write probe, no temporary file.
+  assert sorted(p.name for p in local_copy.iterdir()) == [
+      "checkpoints", "config.json", "figures", "metrics.jsonl", "tensorboard"]
   assert json.loads((local_copy / "config.json").read_text())["num_steps"] == 20
   assert sorted(p.name for p in (local_copy / "figures").iterdir()) == ["step_000010.png", "step_000020.png"]
   # One event file per start, each written whole.

@@ -11,7 +11,7 @@ change (``--config.objective.name=wgan_clip``):
 ``objective``   ``wgan_gp_jax.objectives``: the critic and generator losses and their hyperparameters
 ``critic``      ``wgan_gp_jax.optimizers``: the critic's optimizer (name and hyperparameters)
 ``generator``   ``wgan_gp_jax.optimizers``: the generator's optimizer (TTUR: its own learning rate)
-``ema``         ``wgan_gp_jax.train``: the generator's exponential moving average
+``ema``         ``wgan_gp_jax.train.EMA``: the generator's exponential moving average
 ``augment``     ``wgan_gp_jax.augment``: DiffAugment on everything the critic sees
 ``logging``     ``wgan_gp_jax.runner.experiment``: metric lines and pictures
 ``checkpoint``    ``wgan_gp_jax.runner.checkpoint``: how often to save, how many to keep
@@ -19,16 +19,16 @@ change (``--config.objective.name=wgan_clip``):
 ==============  ==========================================================================================
 
 ``validate`` refuses an unknown key, naming the nearest valid one, and any value that cannot make a run, in one line
-(``ConfigError``). Each group's values are checked by the module that reads it (``objectives``, ``optimizers``,
-``augment``, ``models``); this module adds the keys of the training loop.
+(``ConfigError``). Each group's values are checked by the module that builds it (``objectives``, ``optimizers``,
+``augment``, ``train.EMA``, ``models``), once, in ``training_parts``; this module adds the keys of the training loop.
 """
 
-import difflib
-from typing import Any, Iterable, Mapping
+import dataclasses
+from typing import Any, Iterable, Mapping, MutableMapping
 
 import ml_collections
 
-from wgan_gp_jax import augment, objectives, optimizers
+from wgan_gp_jax import augment, objectives, optimizers, train
 from wgan_gp_jax.models import KERNEL_CHOICES, MODELS, compute_dtype, dcgan
 from wgan_gp_jax.names import unknown_name_message
 
@@ -39,42 +39,42 @@ class ConfigError(ValueError):
   """A config value that cannot make a run; the message is one line naming the key."""
 
 
-def dotted_keys(tree: Mapping[str, Any] | ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-  """Every leaf of a (nested) config as ``group.key``."""
-  keys = []
+def dotted_items(tree: Mapping[str, Any] | ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """Every leaf of a nested config (a ``ConfigDict`` or its JSON) under its dotted key: ``{"group.key": value}``."""
+  items = {}
   for key, value in tree.items():
     if isinstance(value, (Mapping, ml_collections.ConfigDict)):
-      keys.extend(dotted_keys(value, f"{prefix}{key}."))
+      items.update(dotted_items(value, f"{prefix}{key}."))
     else:
-      keys.append(f"{prefix}{key}")
-  return keys
+      items[f"{prefix}{key}"] = value
+  return items
 
 
-def unknown_key_message(key: str, valid_keys: Iterable[str]) -> str:
-  """``unknown config key 'a.b'; the nearest valid key is 'a.c'`` (the nearest by the whole path, else by its last
-  part)."""
-  valid_keys = list(valid_keys)
-  close = difflib.get_close_matches(key, valid_keys, n=1, cutoff=0.6)
-  if not close:
-    by_name = {k.rsplit(".", 1)[-1]: k for k in valid_keys}
-    close = [by_name[name] for name in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1)]
-  hint = f"; the nearest valid key is {close[0]!r}" if close else ""
-  return f"unknown config key {key!r}{hint}"
+def set_dotted(tree: MutableMapping[str, Any] | ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets ``tree[group][...][name] = value`` for ``key = "group....name"``, making the groups it lacks."""
+  *groups, name = key.split(".")
+  for part in groups:
+    if part not in tree:
+      tree[part] = {}
+    tree = tree[part]
+  tree[name] = value
 
 
 def override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``{"group.key": value}`` set; an unknown key raises ``ConfigError`` naming the nearest."""
+  """A copy of ``config`` with ``{"group.key": value}`` set; an unknown key raises ``ConfigError`` naming the
+  nearest."""
   config = ml_collections.ConfigDict(config.to_dict())
-  valid = dotted_keys(config)
+  valid = dotted_items(config)
   for key, value in overrides.items():
     if key not in valid:
       raise ConfigError(unknown_key_message(key, valid))
-    *groups, name = key.split(".")
-    group = config
-    for part in groups:
-      group = group[part]
-    group[name] = value
+    set_dotted(config, key, value)
   return config
+
+
+def unknown_key_message(key: str, valid_keys: Iterable[str]) -> str:
+  """``unknown config key 'a.b'; did you mean 'a.c'?``."""
+  return unknown_name_message("config key", key, valid_keys, list_valid=False)
 
 
 def _named(key: str, check, value) -> None:
@@ -142,7 +142,7 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
   # Gulrajani et al. (2017): lambda = 10, n_critic = 5, Adam(1e-4, b1 = 0, b2 = 0.9).
   config.objective = ml_collections.ConfigDict(dict(
       name="wgan_gp",  # see wgan_gp_jax.objectives.OBJECTIVES
-      gp_weight=10.0,  # wgan_gp, wgan_lp, wgan_gp_batchnorm: lambda
+      gp_weight=10.0,  # wgan_gp, wgan_lp, wgan_gp_whole_batch: lambda
       drift_weight=0.0,  # wgan_gp, wgan_lp: ProGAN's epsilon_drift
       clip=0.01,  # wgan_clip: every critic weight is clipped to [-clip, clip] after each update
       r1_gamma=10.0,  # ns_r1: gamma, the penalty is gamma / 2 * R1
@@ -170,13 +170,34 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
   return config
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingParts:
+  """What ``train``'s iteration is made of besides the models, built from a config's groups."""
+  objective: objectives.Objective  # ``objective``
+  optimizers: optimizers.Optimizers  # ``critic`` and ``generator`` (with ``num_steps`` and ``n_critic``)
+  augmentation: augment.Augmentation | None  # ``augment``; None when off
+  ema: train.EMA | None  # ``ema``; None when off
+
+
+def training_parts(config: ml_collections.ConfigDict) -> TrainingParts:
+  """The objective, both optimizers, the augmentation and the EMA of ``config``, each built (and checked, raising
+  ``ValueError``) by the module of its group: build them once per run and hand them to ``train``."""
+  ema = train.EMA(half_life_kimg=config.ema.half_life_kimg, rampup=config.ema.rampup)
+  return TrainingParts(
+      objective=objectives.build_objective(config.objective),
+      optimizers=optimizers.build_optimizers(config),
+      augmentation=augment.build_augmentation(config.augment),
+      ema=ema if config.ema.enabled else None,
+  )
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
   """Raises ``ConfigError`` (one line) for the first value that cannot make a run.
 
   ``num_devices``, when given, is the number of devices the batch is split over.
   """
   _check(config.get("kind") in KINDS, unknown_name_message("kind", config.get("kind"), KINDS))
-  known, present = set(dotted_keys(default_config(config.kind))), dotted_keys(config)
+  known, present = set(dotted_items(default_config(config.kind))), dotted_items(config)
   for key in present:
     _check(key in known, unknown_key_message(key, known))
   missing = sorted(known - set(present))
@@ -199,13 +220,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     if config.kind == "image":
       _named("data.resolution", dcgan.num_resolution_doublings, config.data.resolution)
       _check(config.data.channels in (1, 3), f"data.channels must be 1 or 3, got {config.data.channels}")
-    objectives.build_objective(config.objective)
-    optimizers.check(config.critic, "critic")
-    optimizers.check(config.generator, "generator")
-    _check(config.ema.half_life_kimg >= 0, f"ema.half_life_kimg must be >= 0, got {config.ema.half_life_kimg}")
-    _named("augment.policy", augment.parse_policy, config.augment.policy)
-    for ratio in ("translation_ratio", "cutout_ratio"):
-      _check(0 <= config.augment[ratio] < 1, f"augment.{ratio} must be in [0, 1), got {config.augment[ratio]}")
+    training_parts(config)  # each group checked by the module that builds it
     for key in ("log_every", "figure_every", "num_fixed_samples"):
       _check(config.logging[key] > 0, f"logging.{key} must be positive, got {config.logging[key]}")
     _check(config.checkpoint.every > 0 and config.checkpoint.keep > 0, "checkpoint.every and checkpoint.keep must be"

@@ -173,6 +173,17 @@ def wasserstein_generator_loss(fake_scores: jax.Array) -> jax.Array:
   return -jnp.mean(_as_scores(fake_scores, "fake_scores"))
 
 
+def critic_metrics(loss: jax.Array, real_scores: jax.Array, fake_scores: jax.Array) -> dict[str, jax.Array]:
+  """The metrics every critic loss reports: ``critic_loss`` (``loss``), ``wasserstein_estimate`` (mean D(real) - mean
+  D(fake)), ``real_score`` and ``fake_score`` (the means)."""
+  return {
+      "critic_loss": loss,
+      "wasserstein_estimate": jnp.mean(real_scores) - jnp.mean(fake_scores),
+      "real_score": jnp.mean(real_scores),
+      "fake_score": jnp.mean(fake_scores),
+  }
+
+
 def wgan_gp_critic_loss(
     critic_fn: CriticFn,
     real: jax.Array,
@@ -206,10 +217,8 @@ def wgan_gp_critic_loss(
     drift_weight: weight of ``drift_penalty`` (ProGAN uses 1e-3; 0 disables it).
 
   Returns:
-    ``(loss, metrics)`` with metrics ``wasserstein_estimate`` (mean D(real) -
-    mean D(fake)), ``gradient_penalty`` (unweighted), ``gradient_norm`` (mean
-    per-example norm at the interpolates), ``real_score``, ``fake_score``,
-    ``critic_loss``.
+    ``(loss, metrics)``: ``critic_metrics`` and ``gradient_penalty`` (unweighted) and ``gradient_norm`` (the mean
+    per-example norm at the interpolates).
   """
   real, fake = check_pair(real, fake)
   scores = critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
@@ -218,15 +227,8 @@ def wgan_gp_critic_loss(
   loss = wasserstein_critic_loss(real_scores, fake_scores) + gp_weight * penalty
   if drift_weight:
     loss = loss + drift_weight * drift_penalty(real_scores)
-  metrics = {
-      "critic_loss": loss,
-      "wasserstein_estimate": jnp.mean(real_scores) - jnp.mean(fake_scores),
-      "gradient_penalty": penalty,
-      "gradient_norm": jnp.mean(norms),
-      "real_score": jnp.mean(real_scores),
-      "fake_score": jnp.mean(fake_scores),
-  }
-  return loss, metrics
+  return loss, {**critic_metrics(loss, real_scores, fake_scores), "gradient_penalty": penalty,
+                "gradient_norm": jnp.mean(norms)}
 
 
 def _zero_centred_penalty(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
@@ -235,7 +237,8 @@ def _zero_centred_penalty(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
 
 
 def r1_penalty(critic_fn: CriticFn, real: jax.Array) -> jax.Array:
-  r"""Zero-centred penalty on real data, ``mean_i ||grad_x D(real_i)||^2`` (unweighted; usually ``gamma / 2`` times this).
+  r"""Zero-centred penalty on real data, ``mean_i ||grad_x D(real_i)||^2`` (unweighted; usually ``gamma / 2`` times
+  this).
 
   References:
     Mescheder et al., `Which Training Methods for GANs do actually Converge?

@@ -3,8 +3,8 @@ WGAN, a constraint on the critic's weights, all composed from the pure functions
 
 Chosen by ``config.objective.name`` (the ``objective`` config group holds every objective's hyperparameters; each
 objective reads its own). Add one by writing its builder and registering it in ``OBJECTIVES``; the training loop needs
-no change. Objectives without an input-gradient penalty never compute one, so their critic step has no double
-backward.
+no change. Another project can also build an ``Objective`` of its own and hand it to ``train.make_train_iteration``.
+Objectives without an input-gradient penalty never compute one, so their critic step has no double backward.
 
 References:
   Gulrajani et al., `Improved Training of Wasserstein GANs <https://arxiv.org/abs/1704.00028>`_, 2017.
@@ -40,8 +40,11 @@ Regulariser = Callable[[losses.CriticFn, jax.Array, jax.Array, jax.Array, jax.Ar
 class Objective:
   """A GAN objective: pure functions the training step composes.
 
+  Build one directly to train with an objective of your own (``train.make_train_iteration`` takes any), or by name
+  from a config group with ``build_objective``.
+
   Attributes:
-    name: its name in ``OBJECTIVES``.
+    name: what it is called (its name in ``OBJECTIVES`` for those built by name).
     critic_loss: ``(critic_fn, real, fake, key) -> (loss, metrics)``, regulariser included; ``metrics`` always has
       ``critic_loss``, ``wasserstein_estimate`` (mean D(real) - mean D(fake)), ``real_score`` and ``fake_score``.
     generator_loss: ``fake_scores -> loss``.
@@ -51,15 +54,6 @@ class Objective:
   critic_loss: CriticLoss
   generator_loss: GeneratorLoss
   critic_constraint: Callable[[Any], Any] | None = None
-
-
-def _score_metrics(loss: jax.Array, real_scores: jax.Array, fake_scores: jax.Array) -> Metrics:
-  return {
-      "critic_loss": loss,
-      "wasserstein_estimate": jnp.mean(real_scores) - jnp.mean(fake_scores),
-      "real_score": jnp.mean(real_scores),
-      "fake_score": jnp.mean(fake_scores),
-  }
 
 
 def _regularised(score_loss: Callable[[jax.Array, jax.Array], jax.Array],
@@ -75,7 +69,7 @@ def _regularised(score_loss: Callable[[jax.Array, jax.Array], jax.Array],
     if regulariser is not None:
       penalty, penalty_metrics = regulariser(critic_fn, real, fake, key, real_scores)
       loss = loss + penalty
-    return loss, {**_score_metrics(loss, real_scores, fake_scores), **penalty_metrics}
+    return loss, {**losses.critic_metrics(loss, real_scores, fake_scores), **penalty_metrics}
 
   return critic_loss
 
@@ -109,7 +103,7 @@ def wgan_lp(config: ml_collections.ConfigDict) -> Objective:
   return wgan_gp(config, one_sided=True)
 
 
-def wgan_gp_batchnorm(config: ml_collections.ConfigDict) -> Objective:
+def wgan_gp_whole_batch(config: ml_collections.ConfigDict) -> Objective:
   """The TF2 tutorial's WGAN-GP: one gradient norm for the whole batch (``tutorial_whole_batch_gradient_penalty``).
 
   Wrong; here only so that ``experiments.compare`` can show what the mistake costs.
@@ -120,7 +114,7 @@ def wgan_gp_batchnorm(config: ml_collections.ConfigDict) -> Objective:
     penalty, one_norm = tutorial_whole_batch_gradient_penalty(critic_fn, real, fake, key)
     return config.gp_weight * penalty, {"gradient_penalty": penalty, "batch_gradient_norm": one_norm}
 
-  return Objective("wgan_gp_batchnorm", _regularised(losses.wasserstein_critic_loss, regulariser),
+  return Objective("wgan_gp_whole_batch", _regularised(losses.wasserstein_critic_loss, regulariser),
                    losses.wasserstein_generator_loss)
 
 
@@ -164,12 +158,15 @@ def dragan(config: ml_collections.ConfigDict) -> Objective:
 OBJECTIVES: Mapping[str, Callable[[ml_collections.ConfigDict], Objective]] = {
     "wgan_gp": wgan_gp,
     "wgan_lp": wgan_lp,
-    "wgan_gp_batchnorm": wgan_gp_batchnorm,
+    "wgan_gp_whole_batch": wgan_gp_whole_batch,
     "wgan_clip": wgan_clip,
     "hinge": hinge,
     "ns_r1": ns_r1,
     "dragan": dragan,
 }
+
+# Former names of objectives, accepted wherever a name is read (configs and checkpoints made before the renaming).
+RENAMED: Mapping[str, str] = {"wgan_gp_batchnorm": "wgan_gp_whole_batch"}
 
 # Optimizer settings of an objective's own paper, where they differ from the paper of WGAN-GP's Adam(1e-4, 0, 0.9):
 # ``experiments.compare`` trains each objective with these (dotted config keys).
@@ -190,12 +187,14 @@ def objective_settings(name: str, *, paper_optimizer: bool = True) -> dict[str, 
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
-  """The objective ``config.name`` with the hyperparameters of the ``objective`` config group ``config``."""
-  if config.name not in OBJECTIVES:
+  """The objective ``config.name`` (or its former name, ``RENAMED``) with the hyperparameters of the ``objective``
+  config group ``config``; raises ``ValueError`` naming the key of a value that cannot make one."""
+  name = RENAMED.get(config.name, config.name)
+  if name not in OBJECTIVES:
     raise ValueError(unknown_name_message("objective.name", config.name, list(OBJECTIVES)))
   for key in ("gp_weight", "drift_weight", "r1_gamma", "dragan_weight"):
     if key in config and not config[key] >= 0:
       raise ValueError(f"objective.{key} must be >= 0, got {config[key]}")
   if "clip" in config and not config.clip > 0:
     raise ValueError(f"objective.clip must be positive, got {config.clip}")
-  return OBJECTIVES[config.name](config)
+  return OBJECTIVES[name](config)

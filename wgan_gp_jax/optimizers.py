@@ -6,7 +6,7 @@ Two Time-Scale Update Rule Converge to a Local Nash Equilibrium <https://arxiv.o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
 import optax
 
@@ -28,7 +28,8 @@ def _sgd(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedul
   return optax.sgd(learning_rate, momentum=config.momentum or None)
 
 
-OPTIMIZERS: Mapping[str, Callable[[ml_collections.ConfigDict, optax.ScalarOrSchedule], optax.GradientTransformation]] = {
+OPTIMIZERS: Mapping[str, Callable[[ml_collections.ConfigDict, optax.ScalarOrSchedule],
+                                  optax.GradientTransformation]] = {
     "adam": _adam,
     "rmsprop": _rmsprop,
     "sgd": _sgd,
@@ -46,11 +47,26 @@ def check(config: ml_collections.ConfigDict, group: str) -> None:
       raise ValueError(f"{group}.{key} must be in [{low}, {high}), got {config[key]}")
 
 
-def build_optimizer(config: ml_collections.ConfigDict, *, num_updates: int) -> optax.GradientTransformation:
-  """The optimizer of one config group; with ``linear_decay`` its learning rate falls linearly to 0 over
-  ``num_updates`` updates."""
-  check(config, "optimizer")
+def build_optimizer(config: ml_collections.ConfigDict, *, group: str, num_updates: int) -> optax.GradientTransformation:
+  """The optimizer of one config group (checked, ``check``'s errors naming ``group``); with ``linear_decay`` its
+  learning rate falls linearly to 0 over ``num_updates`` updates."""
+  check(config, group)
   learning_rate = config.learning_rate
   if config.linear_decay:
     learning_rate = optax.linear_schedule(config.learning_rate, 0.0, num_updates)
   return OPTIMIZERS[config.name](config, learning_rate)
+
+
+class Optimizers(NamedTuple):
+  """The two networks' optimizers."""
+  generator: optax.GradientTransformation
+  critic: optax.GradientTransformation
+
+
+def build_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
+  """The optimizers of a whole config's ``generator`` and ``critic`` groups; a ``linear_decay`` reaches 0 at the end
+  of the run: after ``num_steps`` generator updates and ``num_steps * n_critic`` critic updates."""
+  return Optimizers(
+      generator=build_optimizer(config.generator, group="generator", num_updates=config.num_steps),
+      critic=build_optimizer(config.critic, group="critic", num_updates=config.num_steps * config.n_critic),
+  )

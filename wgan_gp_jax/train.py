@@ -1,15 +1,22 @@
 """The training state and one compiled GAN iteration: ``n_critic`` critic updates, then one generator update (and
-its EMA), for any objective of ``objectives``.
+its EMA).
 
-A run is a pure function of (config, seed): every random number is drawn from
-the run's root key by ``fold_in`` of the generator step held in the state (and of
+The iteration is made of values built once: the models, an ``objectives.Objective`` (one of ``objectives`` or a
+project's own), the two networks' optax optimizers (``optimizers.Optimizers``), an optional augmentation
+``(x, key) -> x`` and an optional ``EMA``. Nothing here reads a config: the runner builds these parts from one
+(``configuration.training_parts``), and another project may build them itself.
+
+A run is a pure function of its parts and its seed: every random number is drawn from
+the run's root key by ``fold_in`` of a ``Stream`` and of the generator step held in the state (and of
 the critic step within the iteration), so a resumed run draws the same numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -17,14 +24,18 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from wgan_gp_jax import augment, objectives, optimizers
+from wgan_gp_jax import augment, objectives
 from wgan_gp_jax.models import Models
+from wgan_gp_jax.optimizers import Optimizers
 
-if TYPE_CHECKING:  # the core needs no ml_collections: any object with the config's attributes will do
-  import ml_collections
 
-# Independent random streams folded out of the run's root key.
-TRAIN_STREAM, DATA_STREAM, INIT_STREAM = 0, 1, 2
+class Stream(enum.IntEnum):
+  """The independent random streams of a run, folded by number out of its root key (``stream_key``)."""
+  TRAIN = 0  # each iteration's latents, penalty points and augmentations
+  DATA = 1  # toy runs' training data
+  INIT = 2  # the initial parameters
+  SAMPLE = 3  # the fixed latents of the pictures drawn while training
+
 
 Metrics = dict[str, jax.Array]
 
@@ -39,8 +50,7 @@ class TrainState:
   critic_params: Any
   generator_opt_state: optax.OptState
   critic_opt_state: optax.OptState
-  # The generator's exponential moving average and its own batch-norm statistics; {} when ``config.ema.enabled`` is
-  # off.
+  # The generator's exponential moving average and its own batch-norm statistics; {} for a run without EMA.
   ema_params: Any
   ema_batch_stats: Any
 
@@ -49,41 +59,31 @@ def root_key(seed: int) -> jax.Array:
   return jax.random.key(seed)
 
 
-def stream_key(state_key: jax.Array, stream: int, step: jax.Array | int) -> jax.Array:
+def stream_key(state_key: jax.Array, stream: Stream, step: jax.Array | int) -> jax.Array:
   """The key of ``stream`` at generator step ``step``, from the raw root key data."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state_key), stream), step)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state_key), int(stream)), step)
 
 
-def make_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-  """The generator's and the critic's optimizers, from the ``generator`` and ``critic`` config groups.
-
-  With ``linear_decay`` a learning rate falls linearly to 0 over the run's updates of that network.
-  """
-  return (optimizers.build_optimizer(config.generator, num_updates=config.num_steps),
-          optimizers.build_optimizer(config.critic, num_updates=config.num_steps * config.n_critic))
-
-
-def init_state(config: ml_collections.ConfigDict, models: Models) -> TrainState:
-  """The initial state of a run, a pure function of the config (seed included)."""
-  key = jax.random.key_data(root_key(config.seed))
-  generator_key, critic_key = jax.random.split(stream_key(key, INIT_STREAM, 0))
+def init_state(models: Models, optimizers: Optimizers, *, seed: int, ema: bool) -> TrainState:
+  """The initial state of a run, a pure function of its models, optimizers and seed; with ``ema``, the EMA starts as
+  a copy of the generator (its parameters and batch-norm statistics)."""
+  key = jax.random.key_data(root_key(seed))
+  generator_key, critic_key = jax.random.split(stream_key(key, Stream.INIT, 0))
   z = jnp.zeros((1, models.latent_dim), jnp.float32)
   generator_variables = models.generator.init(generator_key, z, train=False)
   critic_variables = models.critic.init(critic_key, jnp.zeros((1,) + models.sample_shape, jnp.float32))
-  generator_tx, critic_tx = make_optimizers(config)
   generator_params = generator_variables["params"]
   generator_batch_stats = generator_variables.get("batch_stats", {})
-  ema_enabled = config.ema.enabled
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       key=key,
       generator_params=generator_params,
       generator_batch_stats=generator_batch_stats,
       critic_params=critic_variables["params"],
-      generator_opt_state=generator_tx.init(generator_params),
-      critic_opt_state=critic_tx.init(critic_variables["params"]),
-      ema_params=jax.tree.map(jnp.copy, generator_params) if ema_enabled else {},
-      ema_batch_stats=jax.tree.map(jnp.copy, generator_batch_stats) if ema_enabled else {},
+      generator_opt_state=optimizers.generator.init(generator_params),
+      critic_opt_state=optimizers.critic.init(critic_variables["params"]),
+      ema_params=jax.tree.map(jnp.copy, generator_params) if ema else {},
+      ema_batch_stats=jax.tree.map(jnp.copy, generator_batch_stats) if ema else {},
   )
 
 
@@ -100,17 +100,33 @@ def critic_fn(models: Models, critic_params: Any) -> Callable[[jax.Array], jax.A
   return functools.partial(models.critic.apply, {"params": critic_params})
 
 
-def ema_beta(ema_config: ml_collections.ConfigDict, *, step: jax.Array | int, batch_size: int) -> jax.Array:
-  """The EMA's decay for the update after ``step`` generator steps (StyleGAN2-ADA's ``training_loop.py``).
+@dataclasses.dataclass(frozen=True)
+class EMA:
+  """The generator's exponential moving average (StyleGAN2-ADA's ``training_loop.py``).
 
-  ``0.5 ** (batch_size / half_life)``, the half-life being ``half_life_kimg * 1000`` generator images, capped at
-  ``rampup * step * batch_size`` (the images seen so far) while ``rampup > 0``: the average forgets its random start
-  quickly. A half-life of 0 gives ``beta = 0``: the EMA is the raw generator.
+  Attributes:
+    half_life_kimg: the average's half-life in thousands of generator images, >= 0 (0: the EMA is the raw
+      generator).
+    rampup: while > 0, the half-life is capped at ``rampup`` times the images seen so far; <= 0: no ramp-up.
   """
-  half_life = jnp.asarray(ema_config.half_life_kimg * 1000.0, jnp.float32)
-  if ema_config.rampup > 0:
-    half_life = jnp.minimum(half_life, jnp.asarray(step, jnp.float32) * batch_size * ema_config.rampup)
-  return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
+  half_life_kimg: float
+  rampup: float
+
+  def __post_init__(self):
+    if not self.half_life_kimg >= 0:
+      raise ValueError(f"ema.half_life_kimg must be >= 0, got {self.half_life_kimg}")
+
+  def beta(self, *, step: jax.Array | int, batch_size: int) -> jax.Array:
+    """The decay of the update after ``step`` generator steps of ``batch_size`` images.
+
+    ``0.5 ** (batch_size / half_life)``, the half-life being ``half_life_kimg * 1000`` generator images, capped at
+    ``rampup * step * batch_size`` (the images seen so far) while ``rampup > 0``: the average forgets its random start
+    quickly. A half-life of 0 gives ``beta = 0``: the EMA is the raw generator.
+    """
+    half_life = jnp.asarray(self.half_life_kimg * 1000.0, jnp.float32)
+    if self.rampup > 0:
+      half_life = jnp.minimum(half_life, jnp.asarray(step, jnp.float32) * batch_size * self.rampup)
+    return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
 
 
 def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Callable[[jax.Array, int], jax.Array]:
@@ -122,35 +138,28 @@ def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Cal
   return latent
 
 
-def make_augmentation(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
-  """``(x, key) -> x`` applying DiffAugment's ``config.augment.policy`` to all the critic sees, or None when off."""
-  policy = augment.parse_policy(config.augment.policy)
-  if not policy:
-    return None
-  return functools.partial(augment.diff_augment, policy=policy, translation_ratio=config.augment.translation_ratio,
-                           cutout_ratio=config.augment.cutout_ratio)
-
-
 # fold_in constants of the augmentation keys, apart from the splits that draw latents and penalty points.
 _AUGMENT_REAL, _AUGMENT_FAKE = 1, 2
 
 
 def make_critic_update(
-    config: ml_collections.ConfigDict,
     models: Models,
+    objective: objectives.Objective,
+    critic_optimizer: optax.GradientTransformation,
     *,
+    augmentation: augment.Augmentation | None = None,
     batch_sharding: NamedSharding | None = None,
 ) -> Callable[[TrainState, Any, optax.OptState, jax.Array, jax.Array], tuple[Any, optax.OptState, Metrics]]:
-  """One critic update, ``(state, critic_params, critic_opt_state, real_batch, key) -> (critic_params, critic_opt_state, metrics)``.
+  """One critic update, ``(state, critic_params, critic_opt_state, real_batch, key) -> (critic_params,
+  critic_opt_state, metrics)``: a step of ``critic_optimizer`` on ``objective.critic_loss``, then
+  ``objective.critic_constraint`` where it has one.
 
   The fakes come from ``state``'s generator (training-mode batch norm, its
   statistics discarded); ``key`` draws their latents, the penalty's random
-  points and the augmentations. With augmentation on, the critic sees (and the
+  points and the augmentations. With an ``augmentation``, the critic sees (and the
   penalty interpolates between) augmented real and augmented fake batches.
+  ``metrics`` are the critic loss's and ``critic_grad_norm``.
   """
-  _, critic_tx = make_optimizers(config)
-  objective = objectives.build_objective(config.objective)
-  augmentation = make_augmentation(config)
   latent = _latent_sampler(models, batch_sharding)
 
   def critic_update(state, critic_params, critic_opt_state, real_batch, key):
@@ -166,7 +175,7 @@ def make_critic_update(
       return objective.critic_loss(critic_fn(models, params), real_batch, fake, penalty_key)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic_params)
-    updates, critic_opt_state = critic_tx.update(grads, critic_opt_state, critic_params)
+    updates, critic_opt_state = critic_optimizer.update(grads, critic_opt_state, critic_params)
     metrics["critic_grad_norm"] = optax.tree.norm(grads)
     critic_params = optax.apply_updates(critic_params, updates)
     if objective.critic_constraint is not None:
@@ -177,15 +186,21 @@ def make_critic_update(
 
 
 def make_generator_update(
-    config: ml_collections.ConfigDict,
     models: Models,
+    objective: objectives.Objective,
+    generator_optimizer: optax.GradientTransformation,
     *,
+    augmentation: augment.Augmentation | None = None,
+    ema: EMA | None = None,
     batch_sharding: NamedSharding | None = None,
 ) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, Metrics]]:
-  """One generator update against ``state.critic_params``, ``(state, key, batch_size) -> (state, metrics)``.
+  """One generator update against ``state.critic_params``, ``(state, key, batch_size) -> (state, metrics)``: a step
+  of ``generator_optimizer`` on ``objective.generator_loss`` of the critic's scores of (augmented) fakes.
 
   Updates the generator's parameters, optimizer state and batch-norm
-  statistics, then its EMA when there is one; ``state.step`` is left to the caller.
+  statistics, then its ``ema`` when there is one (``state`` must then have been made with ``ema=True``);
+  ``state.step`` is left to the caller. ``metrics``: ``generator_loss``, ``generator_grad_norm`` and, with an EMA,
+  ``ema_beta``.
 
   The EMA generator keeps batch-norm statistics of its own: after each update
   it runs once in training mode on this update's latents, and its batch-norm
@@ -193,9 +208,6 @@ def make_generator_update(
   (momentum as the raw generator's). Running averages copied from the raw
   generator would describe another network's activations.
   """
-  generator_tx, _ = make_optimizers(config)
-  objective = objectives.build_objective(config.objective)
-  augmentation = make_augmentation(config)
   latent = _latent_sampler(models, batch_sharding)
 
   def generator_update(state, key, batch_size):
@@ -209,12 +221,13 @@ def make_generator_update(
       return loss, batch_stats
 
     (generator_loss, batch_stats), grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(state.generator_params)
-    updates, generator_opt_state = generator_tx.update(grads, state.generator_opt_state, state.generator_params)
+    updates, generator_opt_state = generator_optimizer.update(grads, state.generator_opt_state,
+                                                              state.generator_params)
     generator_params = optax.apply_updates(state.generator_params, updates)
     metrics = {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads)}
     ema_params, ema_batch_stats = state.ema_params, state.ema_batch_stats
-    if config.ema.enabled:
-      beta = ema_beta(config.ema, step=state.step, batch_size=batch_size)
+    if ema is not None:
+      beta = ema.beta(step=state.step, batch_size=batch_size)
       ema_params = jax.tree.map(lambda average, new: new + beta * (average - new), ema_params, generator_params)
       _, ema_batch_stats = generate(models, ema_params, ema_batch_stats, z, train=True)
       metrics["ema_beta"] = beta
@@ -231,25 +244,33 @@ def make_generator_update(
 
 
 def make_train_iteration(
-    config: ml_collections.ConfigDict,
     models: Models,
+    objective: objectives.Objective,
+    optimizers: Optimizers,
     *,
+    n_critic: int,
+    augmentation: augment.Augmentation | None = None,
+    ema: EMA | None = None,
     batch_sharding: NamedSharding | None = None,
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """The pure function ``(state, real) -> (state, metrics)`` of one generator iteration.
+  """The pure function ``(state, real) -> (state, metrics)`` of one generator iteration: ``n_critic`` critic updates
+  (``make_critic_update``), then one generator update (``make_generator_update``); ``state.step`` goes up by one.
 
-  ``real`` holds the real data of the whole iteration, shape ``(n_critic, B, ...)``.
+  ``real`` holds the real data of the whole iteration, shape ``(n_critic, B, ...)``. ``state`` comes from
+  ``init_state`` with the same ``optimizers`` (and ``ema=True`` when an ``ema`` is given).
   ``batch_sharding``, when given, is the sharding of one batch ``(B, ...)``; the
-  latent batches are constrained to it so each device works on its own examples.
+  latent batches are constrained to it so each device works on its own examples (``B`` must be a multiple of its
+  number of devices). ``metrics``: the critic updates' metrics averaged over them, and the generator update's.
   """
-  n_critic = config.n_critic
-  critic_update = make_critic_update(config, models, batch_sharding=batch_sharding)
-  generator_update = make_generator_update(config, models, batch_sharding=batch_sharding)
+  critic_update = make_critic_update(models, objective, optimizers.critic, augmentation=augmentation,
+                                     batch_sharding=batch_sharding)
+  generator_update = make_generator_update(models, objective, optimizers.generator, augmentation=augmentation,
+                                           ema=ema, batch_sharding=batch_sharding)
 
   def train_iteration(state: TrainState, real: jax.Array) -> tuple[TrainState, Metrics]:
     if real.shape[0] != n_critic:
       raise ValueError(f"real must hold n_critic={n_critic} batches on its first axis, got shape {real.shape}.")
-    step_key = stream_key(state.key, TRAIN_STREAM, state.step)
+    step_key = stream_key(state.key, Stream.TRAIN, state.step)
 
     def scan_body(carry, inputs):
       real_batch, index = inputs
@@ -284,12 +305,19 @@ def iteration_data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def compile_train_iteration(
-    config: ml_collections.ConfigDict, models: Models, mesh: jax.sharding.Mesh,
+    models: Models,
+    objective: objectives.Objective,
+    optimizers: Optimizers,
+    mesh: jax.sharding.Mesh,
+    *,
+    n_critic: int,
+    augmentation: augment.Augmentation | None = None,
+    ema: EMA | None = None,
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """The iteration jitted for ``mesh``: state replicated and donated, batch sharded on ``data``."""
-  if config.batch_size % mesh.size:
-    raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of devices ({mesh.size}).")
-  iteration = make_train_iteration(config, models, batch_sharding=NamedSharding(mesh, P("data")))
+  """``make_train_iteration`` jitted for ``mesh``: state replicated and donated, batch sharded on ``data`` (its size
+  a multiple of the mesh's, as ``configuration.validate`` checks a config's ``batch_size``)."""
+  iteration = make_train_iteration(models, objective, optimizers, n_critic=n_critic, augmentation=augmentation,
+                                   ema=ema, batch_sharding=NamedSharding(mesh, P("data")))
   return jax.jit(
       iteration,
       in_shardings=(replicated(mesh), iteration_data_sharding(mesh)),

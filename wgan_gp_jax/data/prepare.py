@@ -12,7 +12,7 @@ What is stored: each image already preprocessed (`images.preprocess_image`: crop
 `tfds.features.Tensor`, plus its file name. Trade-off: storing the encoded files and preprocessing at read time would
 keep one dataset for every resolution and crop, but each read would decode a JPEG and resize it (about 0.5 ms per
 image here, every epoch, on the same 2 cores that train). Raw tensors make a read little more than a copy, so the
-pipeline takes a small share of the CPU (see the README for measured rates); the price is disk
+pipeline takes a small share of the CPU (docs/data.md gives measured rates); the price is disk
 (H*W*C bytes per image: 12 KiB at 64x64 RGB, 2.5 GB for all 202,599 CelebA images, 10 GB at 128x128) and one
 preparation per (resolution, crop, channels), which is done automatically on first use (about 20 s for the 10k faces
 here, minutes for all of CelebA).

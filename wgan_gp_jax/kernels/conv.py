@@ -35,7 +35,7 @@ input channels (32 or more for the input gradient) take Winograd's ``F(4, 3)``
 on the space-to-depth grid instead (``winograd.correlate``, ``scatter``,
 ``weight``; float32 only): 2.8x fewer multiplications than im2col for the 5x5
 stride-2 kernels, 4x for the 3x3 ones, and tiles a third the size of the patch
-matrices (``_winograd_pays`` says where this was measured to pay).
+matrices (``_winograd_pays`` says where they are taken).
 
 Where oneDNN is installed (Linux x86-64, ``onednn.enabled``), the float32
 faces Winograd does not take run as oneDNN's direct convolutions instead, XLA
@@ -43,6 +43,8 @@ FFI custom calls that write no patch matrices (``onednn.correlate``,
 ``scatter``, ``weight``); the input gradient into fewer than 8 channels (an
 image) runs in sub-pixel form, as oneDNN's stride-1 forward convolution into
 ``s * s`` times the channels followed by depth to space (``_scatter_subpixel``).
+``use_onednn=False`` (an argument of every face and entry point, kept by their
+derivatives) leaves oneDNN out: im2col, col2im and Winograd only.
 
 XLA:CPU turns its native strided and transposed convolutions and their
 gradients into slow loops (a few GFLOP/s), while matrix products run near the
@@ -273,10 +275,8 @@ def _subpixel_form(w: jax.Array, geometry: Geometry) -> tuple[jax.Array, Geometr
 def _scatter_subpixel(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
   """``scatter`` as oneDNN's stride-1 forward convolution into ``s_h * s_w * C`` channels, then depth to space.
 
-  For images (few channels): oneDNN's strided backward-data convolution into 3 channels, and col2im's products
-  (which write one contribution per tap, ``k * k * C`` channels, and add them up), were both slower. Alone, batch 64,
-  16x16x32 into 32x32x3 with bias and tanh: 0.84 ms against col2im's 1.24 (64x64: 3.1 against 5.1); in the 32x32
-  steps, critic 1.07x, generator 1.05x, iteration 1.12x faster (Intel Xeon model 167, 2026-12-03).
+  For images (few channels), where it beats both oneDNN's strided backward-data convolution into the few channels and
+  col2im's products (which write one contribution per tap, ``k * k * C`` channels, and add them up): BENCHMARKS.md.
   """
   kernel, subpixel, ((top, bottom), (left, right)) = _subpixel_form(w, geometry)
   height, width = geometry.axes
@@ -289,29 +289,29 @@ def _scatter_subpixel(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Arr
 
 
 def _winograd_pays(channels: int, geometry: Geometry, dtype, *, min_channels: int = 64) -> bool:
-  """Whether the F(4, 3) faces (``winograd.correlate`` etc.) beat im2col for a convolution with ``channels`` inputs.
+  """Whether the F(4, 3) faces (``winograd.correlate`` etc.) are taken for a convolution with ``channels`` inputs.
 
-  Measured in the compiled training steps (Intel Xeon model 167, 2026-12-02): the 64x64 DCGAN steps 1.35-1.49x
-  faster and the ResNet ones 2-2.8x, the 32x32 width-32 DCGAN ones no faster with them (16x16x32 inputs) and 5-12%
-  slower with them on its 8x8x64 inputs, whose four 4x4 outputs are one tile each: the transforms then cost more than
-  the products they save. The input gradient alone pays from 32 channels (``min_channels``; 2026-12-02 and 03: the
-  32x32 width-32 critic step 1.05-1.07x, iteration 1.04-1.06x, generator step 0.98-1.00x). float32 only: F(4, 3)'s
-  transforms would amplify bfloat16's rounding.
+  float32 kernels of three taps per stride (``winograd.fits``), at least ``min_channels`` channels (64; 32 for the
+  input gradient where oneDNN is off, against col2im) and a low-resolution side of at least 8 pixels unless there are
+  256 channels or more: on smaller grids (an 8x8x64 input's four 4x4 outputs are one tile each) the transforms cost
+  more than the products they save. Where each threshold was measured: BENCHMARKS.md (Winograd F(4, 3) for the
+  training convolutions). float32 only: F(4, 3)'s transforms would amplify bfloat16's rounding.
   """
   return (dtype == jnp.float32 and winograd.fits(geometry) and channels >= min_channels
           and (geometry.height.low_size >= 8 or channels >= 256))
 
 
-def _correlate_cpu(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+def _correlate_cpu(x: jax.Array, w: jax.Array, geometry: Geometry, use_onednn: bool) -> jax.Array:
   if _winograd_pays(x.shape[-1], geometry, x.dtype):
     return winograd.correlate(x, w, geometry)
-  if onednn.enabled(x.dtype):
+  if use_onednn and onednn.enabled(x.dtype):
     return onednn.correlate(x, w, geometry)
   return _correlate_matmul(x, w, geometry)
 
 
-def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry, bias: jax.Array | None = None) -> jax.Array:
-  channels, with_onednn = w.shape[2], onednn.enabled(y.dtype)
+def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry, use_onednn: bool,
+                 bias: jax.Array | None = None) -> jax.Array:
+  channels, with_onednn = w.shape[2], use_onednn and onednn.enabled(y.dtype)
   # Against col2im Winograd's input gradient pays from 32 channels; against oneDNN's, from 64 as the other faces.
   if _winograd_pays(channels, geometry, y.dtype, min_channels=64 if with_onednn else 32):
     x = winograd.scatter(y, w, geometry)
@@ -324,10 +324,10 @@ def _scatter_cpu(y: jax.Array, w: jax.Array, geometry: Geometry, bias: jax.Array
   return x if bias is None else x + bias
 
 
-def _weight_cpu(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
+def _weight_cpu(x: jax.Array, y: jax.Array, geometry: Geometry, use_onednn: bool) -> jax.Array:
   if _winograd_pays(x.shape[-1], geometry, x.dtype):
     return winograd.weight(x, y, geometry)
-  if onednn.enabled(x.dtype):
+  if use_onednn and onednn.enabled(x.dtype):
     return onednn.weight(x, y, geometry)
   return _weight_matmul(x, y, geometry)
 
@@ -361,73 +361,75 @@ def _weight_native(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The three faces of T, each differentiable to any order through the other two.
+# The three faces of T, each differentiable to any order through the other two; ``use_onednn`` (where oneDNN is
+# enabled, whether the CPU branch may take its convolutions) goes with them into their derivatives.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def correlate(x: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def correlate(x: jax.Array, w: jax.Array, geometry: Geometry, use_onednn: bool = True) -> jax.Array:
   """``y[o] = sum_t x[s o + t - L] w[t]``: the convolution, NHWC x HWIO -> NHWC."""
-  return lax.platform_dependent(x, w, cpu=functools.partial(_correlate_cpu, geometry=geometry),
+  return lax.platform_dependent(x, w, cpu=functools.partial(_correlate_cpu, geometry=geometry, use_onednn=use_onednn),
                                 default=functools.partial(_correlate_native, geometry=geometry))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def scatter(y: jax.Array, w: jax.Array, geometry: Geometry) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def scatter(y: jax.Array, w: jax.Array, geometry: Geometry, use_onednn: bool = True) -> jax.Array:
   """``x[j] = sum_{s o + t - L = j} y[o] w[t]^T``: the transposed convolution (input gradient of ``correlate``)."""
-  return lax.platform_dependent(y, w, cpu=functools.partial(_scatter_cpu, geometry=geometry),
+  return lax.platform_dependent(y, w, cpu=functools.partial(_scatter_cpu, geometry=geometry, use_onednn=use_onednn),
                                 default=functools.partial(_scatter_native, geometry=geometry))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def weight(x: jax.Array, y: jax.Array, geometry: Geometry) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def weight(x: jax.Array, y: jax.Array, geometry: Geometry, use_onednn: bool = True) -> jax.Array:
   """``w[t] = sum_o x[s o + t - L]^T y[o]``: the weight gradient of ``correlate``."""
-  return lax.platform_dependent(x, y, cpu=functools.partial(_weight_cpu, geometry=geometry),
+  return lax.platform_dependent(x, y, cpu=functools.partial(_weight_cpu, geometry=geometry, use_onednn=use_onednn),
                                 default=functools.partial(_weight_native, geometry=geometry))
 
 
-def _correlate_fwd(x, w, geometry):
-  return correlate(x, w, geometry), (x, w)
+def _correlate_fwd(x, w, geometry, use_onednn):
+  return correlate(x, w, geometry, use_onednn), (x, w)
 
 
-def _correlate_bwd(geometry, residuals, y_bar):
+def _correlate_bwd(geometry, use_onednn, residuals, y_bar):
   x, w = residuals
-  return scatter(y_bar, w, geometry), weight(x, y_bar, geometry)
+  return scatter(y_bar, w, geometry, use_onednn), weight(x, y_bar, geometry, use_onednn)
 
 
-def _scatter_fwd(y, w, geometry):
-  return scatter(y, w, geometry), (y, w)
+def _scatter_fwd(y, w, geometry, use_onednn):
+  return scatter(y, w, geometry, use_onednn), (y, w)
 
 
-def _scatter_bwd(geometry, residuals, x_bar):
+def _scatter_bwd(geometry, use_onednn, residuals, x_bar):
   y, w = residuals
-  return correlate(x_bar, w, geometry), weight(x_bar, y, geometry)
+  return correlate(x_bar, w, geometry, use_onednn), weight(x_bar, y, geometry, use_onednn)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def scatter_with_bias(y: jax.Array, w: jax.Array, bias: jax.Array, geometry: Geometry) -> jax.Array:
-  """``scatter(y, w) + bias``. On oneDNN's path this is oneDNN's deconvolution, which adds the bias in its kernel: XLA
-  added it in a pass of its own over the output (16x16x32 from 8x8x64, batch 64: 1.78 -> 1.64 ms; the 32x32 DCGAN
-  generator step 1.02x faster, Intel Xeon model 167, 2026-12-03)."""
-  return lax.platform_dependent(y, w, bias, cpu=lambda y, w, bias: _scatter_cpu(y, w, geometry, bias),
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def scatter_with_bias(y: jax.Array, w: jax.Array, bias: jax.Array, geometry: Geometry,
+                      use_onednn: bool = True) -> jax.Array:
+  """``scatter(y, w) + bias``. On oneDNN's path this is oneDNN's deconvolution, which adds the bias in its kernel
+  rather than in a pass of its own over the output."""
+  return lax.platform_dependent(y, w, bias, cpu=lambda y, w, bias: _scatter_cpu(y, w, geometry, use_onednn, bias),
                                 default=lambda y, w, bias: _scatter_native(y, w, geometry) + bias)
 
 
-def _scatter_with_bias_fwd(y, w, bias, geometry):
-  return scatter_with_bias(y, w, bias, geometry), (y, w)
+def _scatter_with_bias_fwd(y, w, bias, geometry, use_onednn):
+  return scatter_with_bias(y, w, bias, geometry, use_onednn), (y, w)
 
 
-def _scatter_with_bias_bwd(geometry, residuals, x_bar):
+def _scatter_with_bias_bwd(geometry, use_onednn, residuals, x_bar):
   y, w = residuals
-  return correlate(x_bar, w, geometry), weight(x_bar, y, geometry), jnp.sum(x_bar, axis=(0, 1, 2))
+  return (correlate(x_bar, w, geometry, use_onednn), weight(x_bar, y, geometry, use_onednn),
+          jnp.sum(x_bar, axis=(0, 1, 2)))
 
 
-def _weight_fwd(x, y, geometry):
-  return weight(x, y, geometry), (x, y)
+def _weight_fwd(x, y, geometry, use_onednn):
+  return weight(x, y, geometry, use_onednn), (x, y)
 
 
-def _weight_bwd(geometry, residuals, w_bar):
+def _weight_bwd(geometry, use_onednn, residuals, w_bar):
   x, y = residuals
-  return scatter(y, w_bar, geometry), correlate(x, w_bar, geometry)
+  return scatter(y, w_bar, geometry, use_onednn), correlate(x, w_bar, geometry, use_onednn)
 
 
 correlate.defvjp(_correlate_fwd, _correlate_bwd)
@@ -441,22 +443,23 @@ weight.defvjp(_weight_fwd, _weight_bwd)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
-           padding: str | Sequence[tuple[int, int]] = "SAME") -> jax.Array:
+           padding: str | Sequence[tuple[int, int]] = "SAME", *, use_onednn: bool = True) -> jax.Array:
   """``lax.conv_general_dilated(x, kernel, strides, padding)`` for NHWC inputs and HWIO kernels, in x's dtype (the
-  kernel is cast to it; its gradient keeps the kernel's dtype)."""
+  kernel is cast to it; its gradient keeps the kernel's dtype). ``use_onednn=False``: on XLA:CPU without oneDNN's
+  convolutions, here and in every derivative."""
   geometry = conv_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
-  return correlate(x, kernel.astype(x.dtype), geometry)
+  return correlate(x, kernel.astype(x.dtype), geometry, use_onednn)
 
 
 def conv2d_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1), padding: str = "SAME",
-                     bias: jax.Array | None = None) -> jax.Array:
+                     bias: jax.Array | None = None, *, use_onednn: bool = True) -> jax.Array:
   """``lax.conv_transpose(x, kernel, strides, padding)`` (``transpose_kernel=False``), NHWC and HWIO, plus ``bias``
   (one per output channel) where given, in x's dtype (kernel and bias are cast to it; their gradients keep their
-  dtypes)."""
+  dtypes). ``use_onednn`` as for ``conv2d``."""
   geometry = conv_transpose_geometry(x.shape[1:3], kernel.shape[:2], strides, padding)
   # lax.conv_transpose correlates with K unflipped; as the transpose of a convolution the
   # kernel is K flipped in space with its input and output channels swapped.
   w = jnp.flip(kernel.astype(x.dtype), (0, 1)).transpose(0, 1, 3, 2)
   if bias is None:
-    return scatter(x, w, geometry)
-  return scatter_with_bias(x, w, bias.astype(x.dtype), geometry)
+    return scatter(x, w, geometry, use_onednn)
+  return scatter_with_bias(x, w, bias.astype(x.dtype), geometry, use_onednn)

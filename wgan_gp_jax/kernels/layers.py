@@ -79,9 +79,9 @@ def _row_major_product(a: jax.Array, b: jax.Array) -> jax.Array:
   """``a @ b`` for ``a`` (M, K) and ``b`` (K, N) in row-major layout, in their dtype.
 
   XLA:CPU hands a product whose operands are transposed (contracting another axis than the left operand's minor and
-  the right one's major) to Eigen's transposed-operand GEMM: the generator's dense-layer weight gradient (a 128x64 by
-  64x2048 product) took 0.6-1 ms a step there, 0.3 ms as a row-major product (YNNPACK's GEMM). The barriers keep
-  XLA's simplifier from folding the transposes written by the caller back into the product.
+  the right one's major) to Eigen's transposed-operand GEMM, slower than the row-major product (YNNPACK's GEMM) for
+  the dense layers' weight gradients. The barriers keep XLA's simplifier from folding the transposes written by the
+  caller back into the product.
   """
   a, b = lax.optimization_barrier(a), lax.optimization_barrier(b)
   # No float32 result type for bfloat16 operands: its derivative (the penalty's double backward) would multiply
@@ -147,13 +147,11 @@ def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, 
 
   The same function as ``nn.BatchNorm`` in training mode (then ``nn.relu``), with its gradient written out: the
   normalised input is recomputed from ``x`` in the backward pass rather than kept, and the two sums the gradient needs
-  come from one pass (autodiff kept ``x - mean`` and the statistics' own derivatives; the 32x32 DCGAN generator step
-  was 3% faster this way, Intel Xeon model 167, 2026-12-03). On XLA:CPU, float32, where oneDNN is installed
-  (``onednn.enabled``), both passes are oneDNN's batch normalisation with the ReLU fused in (its variance from
-  ``x - mean``, where flax's is ``E[x^2] - E[x]^2``): XLA's took 3-5 passes each over the activations; the 32x32
-  generator step became 1.10x faster (Intel Xeon model 167, 2026-12-03). Statistics and gradients of ``scale`` and
-  ``bias`` are float32; the output and ``x``'s gradient have ``x``'s dtype. Reverse mode, to any order (oneDNN's
-  passes differentiate as the reference ones).
+  come from one pass (autodiff keeps ``x - mean`` and the statistics' own derivatives). On XLA:CPU, float32, where
+  oneDNN is installed (``onednn.enabled``), both passes are oneDNN's batch normalisation with the ReLU fused in (its
+  variance from ``x - mean``, where flax's is ``E[x^2] - E[x]^2``), one pass over the activations each where XLA's
+  took 3-5. Statistics and gradients of ``scale`` and ``bias`` are float32; the output and ``x``'s gradient have
+  ``x``'s dtype. Reverse mode, to any order (oneDNN's passes differentiate as the reference ones).
   """
   return batch_norm_with_statistics(x, scale, bias, epsilon, relu=relu)[0]
 

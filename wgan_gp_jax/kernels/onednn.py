@@ -4,10 +4,8 @@ oneDNN's batch normalisation, the ReLU fused in (``norm_forward``, ``norm_backwa
 On XLA:CPU ``conv`` writes every convolution as matrix products over im2col
 patches or Winograd tiles, matrices several times the size of the output that
 are written and read back. oneDNN (the library behind PyTorch's CPU
-convolutions) computes them directly in cache-sized blocks. Measured in the
-compiled 32x32 width-32 DCGAN steps on an Intel Xeon (model 167, 2026-12-03):
-critic 1.3x, generator 1.2-1.3x, iteration 1.3x faster than the products; the
-64x64 width-64 steps stay on Winograd's tiles, which beat oneDNN there
+convolutions) computes them directly in cache-sized blocks. The faces Winograd
+takes stay on its tiles, which beat oneDNN's inside the training steps
 (``conv._correlate_cpu`` says which face takes which).
 
 ``onednn_kernels.cc`` (XLA FFI handlers) is compiled on first use with the
@@ -25,7 +23,7 @@ float32 only. One oneDNN call runs at a time, on TBB's threads; its results are
 the same from call to call. The TBB build, not the OpenMP one: OpenMP's
 ``libgomp.so.1`` would be shared with PyTorch's (same name) in a process that
 imports both, and with our threads counted beside PyTorch's, libgomp shortens
-PyTorch's spin-waits: PyTorch's 32x32 steps ran 5-15% slower (2026-12-03).
+PyTorch's spin-waits, slowing PyTorch down.
 """
 
 import contextlib
@@ -137,8 +135,9 @@ _switched_off = False
 
 @contextlib.contextmanager
 def off():
-  """Functions traced inside use conv's matrix products. ``jax.jit`` keeps what it traced: trace fresh functions, or
-  call ``jax.clear_caches()`` first."""
+  """Functions traced inside use conv's matrix products: a testing and benchmarking tool for the kernels' paths without
+  oneDNN (code that must not use oneDNN says so with ``conv``'s ``use_onednn=False``). ``jax.jit`` keeps what it
+  traced: trace fresh functions, or call ``jax.clear_caches()`` first."""
   global _switched_off
   previous, _switched_off = _switched_off, True
   try:

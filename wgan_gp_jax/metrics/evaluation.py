@@ -45,7 +45,7 @@ def evaluate_images(
     params: inception.InceptionParams | None = None, fake_features: np.ndarray | None = None,
     preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
     kid_subsets: int = 100,
-    kid_subset_size: int = 1000, seed: int = 0,
+    kid_subset_size: int = 1000, seed: int = 0, kernels: str = "auto",
 ) -> dict:
   """Image metrics of generated ``fake`` uint8 ``(N, H, W, C)`` images against real ones.
 
@@ -57,7 +57,7 @@ def evaluate_images(
     params: FID Inception weights (needed by the Inception metrics).
     fake_features: pool3 features of ``fake`` computed before (e.g. cached); skips the network
       for ``fid``, ``kid`` and ``pr`` (``is`` still needs ``params``).
-    preprocessing, batch_size: as :func:`inception.inception_features`.
+    preprocessing, batch_size, kernels: as :func:`inception.inception_features`.
     kid_subsets, kid_subset_size: as :func:`kid_lib.kernel_inception_distance`.
     seed: seed of the KID subsets and the SWD projections.
 
@@ -85,7 +85,7 @@ def evaluate_images(
     start = time.perf_counter()
     feats = inception.inception_features(
       fake, params=params, batch_size=batch_size, preprocessing=preprocessing,
-      with_logits="is" in metrics)
+      with_logits="is" in metrics, kernels=kernels)
     seconds = time.perf_counter() - start
     out["timings"]["inception_features"] = seconds
     out["inception_images_per_second"] = len(fake) / seconds
@@ -148,11 +148,13 @@ def _load_params(metrics: list[str], results: dict, *, weights: str | None,
 def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
                  reference: str | os.PathLike | None = None, reference_split: str = "all",
                  crop: float | None = None, weights: str | None = None, cache: str | None = None,
-                 preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE) -> dict:
+                 preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
+                 kernels: str = "auto") -> dict:
   """Metrics of ``run`` (``.config`` and ``.sample(num, seed)``, as ``experiment.load_run`` gives).
 
   Toy runs get :func:`toy_lib.toy_metrics` against fresh real samples; image runs get ``metrics``
-  against the ``reference`` image folder, preprocessed with the run's resolution, crop and channels.
+  against the ``reference`` image folder, preprocessed with the run's resolution, crop and channels. ``kernels`` is
+  the Inception's (:func:`inception.inception_features`); the run's generator computes as ``run`` was built.
 
   Raises:
     ValueError: for an image run without a ``reference`` folder.
@@ -186,7 +188,7 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   if params is not None and any(m in ("fid", "kid", "pr") for m in metrics):
     real_features = reference_lib.reference_features(
       folder, params=params, split=reference_split, preprocessing=preprocessing,
-      batch_size=batch_size, cache=cache, **prep)
+      batch_size=batch_size, cache=cache, kernels=kernels, **prep)
     results["num_real"] = int(len(real_features.features))
     results["reference_cache"] = str(real_features.path)
     if real_features.seconds:  # Computed now, not read from the cache.
@@ -197,7 +199,7 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     real_pixels = reference_lib.load_reference_images(folder, split=reference_split, **prep)
   results.update(evaluate_images(
     fake, metrics=metrics, real_pixels=real_pixels, real_features=real_features, params=params,
-    preprocessing=preprocessing, batch_size=batch_size, seed=seed))
+    preprocessing=preprocessing, batch_size=batch_size, seed=seed, kernels=kernels))
   results["timings"]["sampling"] = sampling
   return results
 
@@ -205,8 +207,9 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
 def real_floor(*, reference: str | os.PathLike, metrics: list[str], num_samples: int,
                resolution: int, seed: int = 0, crop: float | None = None, weights: str | None = None,
                cache: str | None = None, preprocessing: str = "pytorch_fid",
-               batch_size: int = inception.DEFAULT_BATCH_SIZE) -> dict:
-  """Metrics of reference images ``[0, N)`` against ``[N, 2N)``: the best a model can score."""
+               batch_size: int = inception.DEFAULT_BATCH_SIZE, kernels: str = "auto") -> dict:
+  """Metrics of reference images ``[0, N)`` against ``[N, 2N)``: the best a model can score; ``kernels`` is the
+  Inception's (:func:`inception.inception_features`)."""
   folder = pathlib.Path(reference)
   crop = crop if crop is not None else images_lib.DEFAULT_FACE_CROP
   prep = dict(resolution=resolution, crop=crop, channels=3)
@@ -221,11 +224,11 @@ def real_floor(*, reference: str | os.PathLike, metrics: list[str], num_samples:
   if params is not None:  # Both halves go through the reference cache: a rerun costs no network.
     halves = [reference_lib.reference_features(
       folder, params=params, split=s, preprocessing=preprocessing, batch_size=batch_size,
-      cache=cache, **prep) for s in splits]
+      cache=cache, kernels=kernels, **prep) for s in splits]
   results.update(evaluate_images(
     first, metrics=metrics, real_pixels=second, real_features=halves[1], params=params,
     fake_features=None if halves[0] is None else halves[0].features,
-    preprocessing=preprocessing, batch_size=batch_size, seed=seed))
+    preprocessing=preprocessing, batch_size=batch_size, seed=seed, kernels=kernels))
   computed = [h for h in halves if h is not None and h.seconds]
   if computed:
     results["timings"]["inception_features"] = sum(h.seconds for h in computed)

@@ -16,6 +16,12 @@ Weights:
   * a path to pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (adds logits, so the Inception
     Score is available), or to a ``.npz`` written by :func:`save_params`.
 
+Convolutions (``kernels=``, as the models' ``model.kernels``): ``"cpu"`` computes the ones that are not 1x1 by the
+CPU kernels on XLA:CPU (``wgan_gp_jax.kernels``: stride 1 by Winograd, strided ones as im2col products, oneDNN's
+left out) and by ``lax`` elsewhere; ``"xla"`` by ``lax`` everywhere; ``"auto"`` (default) is ``"cpu"`` on the CPU
+platform and ``"xla"`` on any other. The 1x1 convolutions are matrix products under every choice. The features of
+both choices agree to float32 rounding.
+
 Preprocessing (``preprocessing=``):
   * ``"pytorch_fid"`` (default): bilinear resize with half-pixel centres (``F.interpolate(...,
     align_corners=False)``, no antialias) of ``x / 255``, then ``2 x - 1``, as pytorch-fid.
@@ -47,10 +53,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from flax import traverse_util
+from jax import lax
 
-from wgan_gp_jax.kernels import conv, onednn, winograd
+from wgan_gp_jax import kernels as kernels_lib
 from wgan_gp_jax.metrics import torch_pickle
 
 __all__ = [
@@ -90,18 +97,16 @@ def _native_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[in
 
 
 def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, int]) -> jax.Array:
-  """XLA:CPU's own convolutions run far below its matrix-product speed: stride-1 ones by Winograd
-  (fewer multiplications), strided ones as im2col products.
+  """On XLA:CPU, whose own convolutions run far below its matrix-product speed: stride-1 ones by Winograd (fewer
+  multiplications), strided ones as im2col products.
 
-  Not oneDNN's (``wgan_gp_jax.kernels.onednn``): with them the network ran no faster (19.2 / 18.7 images/s against 20.2 /
-  18.7 with one device per core / one device, ``benchmarks.inception_throughput --images 480``, Intel Xeon model 167,
-  2026-12-03), and without them its features stay those of the FID reference caches computed before.
+  Not oneDNN's convolutions (``use_onednn=False``): the network runs no faster with them, and without them its
+  features stay those of the FID reference caches computed before.
   """
   pads = ((padding[0], padding[0]), (padding[1], padding[1]))
   if stride == 1:
-    return winograd.conv2d(x, kernel, pads)
-  with onednn.off():
-    return conv.conv2d(x, kernel, (stride, stride), pads)
+    return kernels_lib.winograd_conv2d(x, kernel, pads)
+  return kernels_lib.conv2d(x, kernel, (stride, stride), pads, use_onednn=False)
 
 
 class _Weights(nn.Module):
@@ -117,8 +122,9 @@ class _Weights(nn.Module):
 
 
 def _conv(x: jax.Array, name: str, features: int, kernel: tuple[int, int], stride: int = 1,
-          padding: tuple[int, int] = (0, 0)) -> jax.Array:
-  """Conv (batch norm folded into kernel and bias) + ReLU, torchvision's ``BasicConv2d``.
+          padding: tuple[int, int] = (0, 0), *, kernels: str) -> jax.Array:
+  """Conv (batch norm folded into kernel and bias) + ReLU, torchvision's ``BasicConv2d``; ``kernels`` a resolved
+  choice (module docstring).
 
   float32 at full precision on every platform (no TF32 or one-pass bf16), so features agree across
   machines.
@@ -127,8 +133,12 @@ def _conv(x: jax.Array, name: str, features: int, kernel: tuple[int, int], strid
     return _pointwise(x, [(name, features)])[0]
   weights, bias = _Weights(features, kernel, name=name)(x.shape[-1])
   x, weights, bias = nn.dtypes.promote_dtype(x, weights, bias)
-  y = lax.platform_dependent(x, weights, cpu=functools.partial(_cpu_conv, stride=stride, padding=padding),
-                             default=functools.partial(_native_conv, stride=stride, padding=padding))
+  native = functools.partial(_native_conv, stride=stride, padding=padding)
+  if kernels == "cpu":
+    y = lax.platform_dependent(x, weights, cpu=functools.partial(_cpu_conv, stride=stride, padding=padding),
+                               default=native)
+  else:
+    y = native(x, weights)
   return nn.relu(y + bias)
 
 
@@ -182,73 +192,83 @@ def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 class _InceptionA(nn.Module):
   pool_features: int
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(_conv, kernels=self.kernels)
     b1, b5, b3, bp = _pointwise(x, [("branch1x1", 64), ("branch5x5_1", 48), ("branch3x3dbl_1", 64)],
                                 pooled=("branch_pool", self.pool_features))
-    b5 = _conv(b5, "branch5x5_2", 64, (5, 5), padding=(2, 2))
-    b3 = _conv(b3, "branch3x3dbl_2", 96, (3, 3), padding=(1, 1))
-    b3 = _conv(b3, "branch3x3dbl_3", 96, (3, 3), padding=(1, 1))
+    b5 = conv(b5, "branch5x5_2", 64, (5, 5), padding=(2, 2))
+    b3 = conv(b3, "branch3x3dbl_2", 96, (3, 3), padding=(1, 1))
+    b3 = conv(b3, "branch3x3dbl_3", 96, (3, 3), padding=(1, 1))
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
 class _InceptionB(nn.Module):
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    b3 = _conv(x, "branch3x3", 384, (3, 3), stride=2)
-    bd = _conv(x, "branch3x3dbl_1", 64, (1, 1))
-    bd = _conv(bd, "branch3x3dbl_2", 96, (3, 3), padding=(1, 1))
-    bd = _conv(bd, "branch3x3dbl_3", 96, (3, 3), stride=2)
+    conv = functools.partial(_conv, kernels=self.kernels)
+    b3 = conv(x, "branch3x3", 384, (3, 3), stride=2)
+    bd = conv(x, "branch3x3dbl_1", 64, (1, 1))
+    bd = conv(bd, "branch3x3dbl_2", 96, (3, 3), padding=(1, 1))
+    bd = conv(bd, "branch3x3dbl_3", 96, (3, 3), stride=2)
     return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)
 
 
 class _InceptionC(nn.Module):
   channels_7x7: int
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(_conv, kernels=self.kernels)
     c7 = self.channels_7x7
     b1, b7, bd, bp = _pointwise(x, [("branch1x1", 192), ("branch7x7_1", c7), ("branch7x7dbl_1", c7)],
                                 pooled=("branch_pool", 192))
-    b7 = _conv(b7, "branch7x7_2", c7, (1, 7), padding=(0, 3))
-    b7 = _conv(b7, "branch7x7_3", 192, (7, 1), padding=(3, 0))
-    bd = _conv(bd, "branch7x7dbl_2", c7, (7, 1), padding=(3, 0))
-    bd = _conv(bd, "branch7x7dbl_3", c7, (1, 7), padding=(0, 3))
-    bd = _conv(bd, "branch7x7dbl_4", c7, (7, 1), padding=(3, 0))
-    bd = _conv(bd, "branch7x7dbl_5", 192, (1, 7), padding=(0, 3))
+    b7 = conv(b7, "branch7x7_2", c7, (1, 7), padding=(0, 3))
+    b7 = conv(b7, "branch7x7_3", 192, (7, 1), padding=(3, 0))
+    bd = conv(bd, "branch7x7dbl_2", c7, (7, 1), padding=(3, 0))
+    bd = conv(bd, "branch7x7dbl_3", c7, (1, 7), padding=(0, 3))
+    bd = conv(bd, "branch7x7dbl_4", c7, (7, 1), padding=(3, 0))
+    bd = conv(bd, "branch7x7dbl_5", 192, (1, 7), padding=(0, 3))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
 class _InceptionD(nn.Module):
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(_conv, kernels=self.kernels)
     b3, b7 = _pointwise(x, [("branch3x3_1", 192), ("branch7x7x3_1", 192)])
-    b3 = _conv(b3, "branch3x3_2", 320, (3, 3), stride=2)
-    b7 = _conv(b7, "branch7x7x3_2", 192, (1, 7), padding=(0, 3))
-    b7 = _conv(b7, "branch7x7x3_3", 192, (7, 1), padding=(3, 0))
-    b7 = _conv(b7, "branch7x7x3_4", 192, (3, 3), stride=2)
+    b3 = conv(b3, "branch3x3_2", 320, (3, 3), stride=2)
+    b7 = conv(b7, "branch7x7x3_2", 192, (1, 7), padding=(0, 3))
+    b7 = conv(b7, "branch7x7x3_3", 192, (7, 1), padding=(3, 0))
+    b7 = conv(b7, "branch7x7x3_4", 192, (3, 3), stride=2)
     return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)
 
 
 class _InceptionE(nn.Module):
   max_pool: bool  # FID's Mixed_7c pools with max, Mixed_7b with a padding-excluding average.
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(_conv, kernels=self.kernels)
     if self.max_pool:
       b1, b3, bd = _pointwise(x, [("branch1x1", 320), ("branch3x3_1", 384), ("branch3x3dbl_1", 448)])
-      bp = _conv(_max_pool_3x3(x, 1, 1), "branch_pool", 192, (1, 1))
+      bp = conv(_max_pool_3x3(x, 1, 1), "branch_pool", 192, (1, 1))
     else:
       b1, b3, bd, bp = _pointwise(x, [("branch1x1", 320), ("branch3x3_1", 384), ("branch3x3dbl_1", 448)],
                                   pooled=("branch_pool", 192))
-    b3a = _conv(b3, "branch3x3_2a", 384, (1, 3), padding=(0, 1))
-    b3b = _conv(b3, "branch3x3_2b", 384, (3, 1), padding=(1, 0))
-    bd = _conv(bd, "branch3x3dbl_2", 384, (3, 3), padding=(1, 1))
-    bda = _conv(bd, "branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))
-    bdb = _conv(bd, "branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))
+    b3a = conv(b3, "branch3x3_2a", 384, (1, 3), padding=(0, 1))
+    b3b = conv(b3, "branch3x3_2b", 384, (3, 1), padding=(1, 0))
+    bd = conv(bd, "branch3x3dbl_2", 384, (3, 3), padding=(1, 1))
+    bda = conv(bd, "branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))
+    bdb = conv(bd, "branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))
     return jnp.concatenate([b1, b3a, b3b, bda, bdb, bp], axis=-1)
 
 
@@ -256,30 +276,36 @@ class InceptionV3(nn.Module):
   """FID Inception-v3 on preprocessed ``(N, 299, 299, 3)`` float32 input in ``[-1, 1]``.
 
   Returns ``(pool3, logits)``: the ``(N, 2048)`` pool3 features, and the ``(N, 1008)`` logits of the
-  ``fc`` layer where ``with_logits`` (the params must then hold ``fc``), else ``None``.
+  ``fc`` layer where ``with_logits`` (the params must then hold ``fc``), else ``None``. ``kernels``: ``"xla"`` or
+  ``"cpu"`` (module docstring); the parameters are the same under both.
   """
   with_logits: bool = False
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    x = _conv(x, "Conv2d_1a_3x3", 32, (3, 3), stride=2)
-    x = _conv(x, "Conv2d_2a_3x3", 32, (3, 3))
-    x = _conv(x, "Conv2d_2b_3x3", 64, (3, 3), padding=(1, 1))
+    if self.kernels not in ("xla", "cpu"):
+      raise ValueError(f"InceptionV3 takes kernels 'xla' or 'cpu' (kernels.resolve resolves 'auto'), got "
+                       f"{self.kernels!r}.")
+    conv = functools.partial(_conv, kernels=self.kernels)
+    x = conv(x, "Conv2d_1a_3x3", 32, (3, 3), stride=2)
+    x = conv(x, "Conv2d_2a_3x3", 32, (3, 3))
+    x = conv(x, "Conv2d_2b_3x3", 64, (3, 3), padding=(1, 1))
     x = _max_pool_3x3_s2(x)
-    x = _conv(x, "Conv2d_3b_1x1", 80, (1, 1))
-    x = _conv(x, "Conv2d_4a_3x3", 192, (3, 3))
+    x = conv(x, "Conv2d_3b_1x1", 80, (1, 1))
+    x = conv(x, "Conv2d_4a_3x3", 192, (3, 3))
     x = _max_pool_3x3_s2(x)
-    x = _InceptionA(32, name="Mixed_5b")(x)
-    x = _InceptionA(64, name="Mixed_5c")(x)
-    x = _InceptionA(64, name="Mixed_5d")(x)
-    x = _InceptionB(name="Mixed_6a")(x)
-    x = _InceptionC(128, name="Mixed_6b")(x)
-    x = _InceptionC(160, name="Mixed_6c")(x)
-    x = _InceptionC(160, name="Mixed_6d")(x)
-    x = _InceptionC(192, name="Mixed_6e")(x)
-    x = _InceptionD(name="Mixed_7a")(x)
-    x = _InceptionE(False, name="Mixed_7b")(x)
-    x = _InceptionE(True, name="Mixed_7c")(x)
+    x = _InceptionA(32, kernels=self.kernels, name="Mixed_5b")(x)
+    x = _InceptionA(64, kernels=self.kernels, name="Mixed_5c")(x)
+    x = _InceptionA(64, kernels=self.kernels, name="Mixed_5d")(x)
+    x = _InceptionB(kernels=self.kernels, name="Mixed_6a")(x)
+    x = _InceptionC(128, kernels=self.kernels, name="Mixed_6b")(x)
+    x = _InceptionC(160, kernels=self.kernels, name="Mixed_6c")(x)
+    x = _InceptionC(160, kernels=self.kernels, name="Mixed_6d")(x)
+    x = _InceptionC(192, kernels=self.kernels, name="Mixed_6e")(x)
+    x = _InceptionD(kernels=self.kernels, name="Mixed_7a")(x)
+    x = _InceptionE(False, kernels=self.kernels, name="Mixed_7b")(x)
+    x = _InceptionE(True, kernels=self.kernels, name="Mixed_7c")(x)
     pool3 = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(NUM_CLASSES, name="fc")(pool3) if self.with_logits else None
     return pool3, logits
@@ -394,8 +420,7 @@ def params_from_torch(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
 def _expected_shapes(with_logits: bool) -> dict[str, tuple[int, ...]]:
   variables = jax.eval_shape(InceptionV3(with_logits=with_logits).init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 299, 299, 3), jnp.float32))
-  flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
-  return {"/".join(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+  return {key: tuple(leaf.shape) for key, leaf in traverse_util.flatten_dict(variables["params"], sep="/").items()}
 
 
 def _check_shapes(flat: Mapping[str, np.ndarray]) -> None:
@@ -417,14 +442,7 @@ class InceptionParams:
     self.flat = dict(flat)
     self.source = source
     self.has_logits = "fc/kernel" in flat
-    tree: dict = {}
-    for key, value in flat.items():
-      node = tree
-      *parents, leaf = key.split("/")
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = jnp.asarray(value)
-    self.params = tree
+    self.params = traverse_util.unflatten_dict({key: jnp.asarray(value) for key, value in flat.items()}, sep="/")
 
 
 def save_params(params: InceptionParams, path: str | os.PathLike) -> None:
@@ -562,10 +580,10 @@ def _preprocess(images: jax.Array, *, preprocessing: str) -> jax.Array:
   return (x - 128.0) / 128.0
 
 
-@functools.partial(jax.jit, static_argnames=("preprocessing", "with_logits"))
-def _forward(params, images, *, preprocessing: str, with_logits: bool):
+@functools.partial(jax.jit, static_argnames=("preprocessing", "with_logits", "kernels"))
+def _forward(params, images, *, preprocessing: str, with_logits: bool, kernels: str):
   x = _preprocess(images, preprocessing=preprocessing)
-  return InceptionV3(with_logits=with_logits).apply({"params": params}, x)
+  return InceptionV3(with_logits=with_logits, kernels=kernels).apply({"params": params}, x)
 
 
 def _check_images(images: np.ndarray) -> None:
@@ -581,6 +599,7 @@ DEFAULT_BATCH_SIZE = 16
 def inception_features(
     images: np.ndarray | Iterable[np.ndarray], *, params: InceptionParams,
     batch_size: int = DEFAULT_BATCH_SIZE, preprocessing: str = "pytorch_fid", with_logits: bool = False,
+    kernels: str = "auto",
 ) -> dict[str, np.ndarray]:
   """Pool3 features (and logits) of images under the FID Inception, in compiled batches.
 
@@ -597,13 +616,16 @@ def inception_features(
       16 is the fastest on a 2-core CPU (BENCHMARKS.md); accelerators want more.
     preprocessing: ``"pytorch_fid"`` or ``"ttur"`` (module docstring).
     with_logits: also return the 1008-way logits (needs pytorch-fid's weights).
+    kernels: ``"auto"``, ``"xla"`` or ``"cpu"``: how the convolutions are computed (module docstring); ``"auto"``
+      resolves for ``jax.default_backend()``.
 
   Returns:
     ``{"pool3": (N, 2048) float32}`` plus ``"logits": (N, 1008) float32`` where ``with_logits``.
 
   Raises:
-    ValueError: on a bad shape, preprocessing or batch size, or logits without an ``fc`` layer.
+    ValueError: on a bad shape, preprocessing, batch size or kernels choice, or logits without an ``fc`` layer.
   """
+  kernels = kernels_lib.resolve(kernels)
   if preprocessing not in PREPROCESSINGS:
     raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
   if batch_size < 1:
@@ -635,7 +657,7 @@ def inception_features(
       batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
     device = index % len(devices)
     in_flight.append((_forward(replicas[device], jax.device_put(batch, devices[device]),
-                               preprocessing=preprocessing, with_logits=with_logits), n))
+                               preprocessing=preprocessing, with_logits=with_logits, kernels=kernels), n))
     if len(in_flight) > 2 * len(devices):  # Dispatched ahead: every device has the next batch queued.
       collect()
   while in_flight:

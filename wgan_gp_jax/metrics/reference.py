@@ -112,7 +112,7 @@ def reference_features(
     folder: str | os.PathLike, *, params: inception.InceptionParams, resolution: int,
     crop: float = images_lib.DEFAULT_FACE_CROP, channels: int = 3, split: str = "all",
     preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
-    cache: str | os.PathLike | None = None) -> ReferenceFeatures:
+    cache: str | os.PathLike | None = None, kernels: str = "auto") -> ReferenceFeatures:
   """Pool3 features and FID statistics of a folder of real images, from the cache or computed once.
 
   Args:
@@ -123,6 +123,8 @@ def reference_features(
     preprocessing: the Inception preprocessing (:data:`inception.PREPROCESSINGS`).
     batch_size: images per compiled Inception call.
     cache: the cache folder (:func:`inception.cache_dir`).
+    kernels: how the Inception computes its convolutions (:func:`inception.inception_features`); the features of
+      every choice agree to float32 rounding, so it is not part of the cache's key.
   """
   folder = pathlib.Path(folder).expanduser().resolve()
   if not folder.exists():
@@ -144,7 +146,7 @@ def reference_features(
   logging.info("computing Inception features of %d reference images from %s", len(pixels), folder)
   start = time.perf_counter()
   features = inception.inception_features(
-    pixels, params=params, batch_size=batch_size, preprocessing=preprocessing)["pool3"]
+    pixels, params=params, batch_size=batch_size, preprocessing=preprocessing, kernels=kernels)["pool3"]
   seconds = time.perf_counter() - start
   mu, sigma = fid_lib.gaussian_statistics(features)
   for path in _candidates(folder, cache, _file_name(key)):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wgan_gp_jax import kernels
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
 from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
@@ -29,7 +30,7 @@ class Models:
 MODELS = ("toy_mlp", "dcgan", "resnet")
 DTYPES = ("float32", "bfloat16")  # model.dtype
 PARAM_DTYPES = ("float32",)  # model.param_dtype
-KERNEL_CHOICES = ("auto", "xla", "cpu")  # model.kernels
+KERNEL_CHOICES = kernels.CHOICES  # model.kernels
 
 
 def compute_dtype(model: ml_collections.ConfigDict) -> jnp.dtype:
@@ -59,23 +60,36 @@ def sample_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return (config.data.resolution, config.data.resolution, config.data.channels)
 
 
-def build_models(config: ml_collections.ConfigDict) -> Models:
+def resolve_kernels(choice: str, platform: str | None = None) -> str:
+  """The layers ``model.kernels`` stands for on ``platform`` (default ``jax.default_backend()``): ``"cpu"`` (the CPU
+  kernels, ``wgan_gp_jax.kernels``) or ``"xla"`` (plain ``flax.linen`` layers); ``"auto"`` is ``"cpu"`` on the CPU
+  platform and ``"xla"`` on any other. Raises ``ValueError`` naming ``model.kernels`` for an unknown choice."""
+  return kernels.resolve(choice, platform, setting="model.kernels")
+
+
+def build_models(config: ml_collections.ConfigDict, *, platform: str | None = None) -> Models:
   """Builds the models of the ``model`` config group (``name``: ``toy_mlp``, ``dcgan`` or ``resnet``; ``dtype``:
-  ``float32`` or ``bfloat16``, see ``compute_dtype``) for the examples of the ``data`` group."""
+  ``float32`` or ``bfloat16``, see ``compute_dtype``; ``kernels``, resolved for ``platform`` by ``resolve_kernels``)
+  for the examples of the ``data`` group.
+
+  The image models' layers are the CPU kernels' or plain flax's as ``kernels`` resolves, with the same variables under
+  both; the toy MLPs are plain flax (``nn.Dense``) under every choice.
+  """
   model = config.model
   shape = sample_shape(config)
   dtype = compute_dtype(model)
+  choice = resolve_kernels(model.kernels, platform)
   if model.name == "toy_mlp":
     return Models(ToyGenerator(hidden=model.width, dtype=dtype), ToyCritic(hidden=model.width, dtype=dtype),
                   model.latent_dim, shape)
   resolution, _, channels = shape
   if model.name == "dcgan":
     return Models(
-        DCGANGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype),
-        DCGANCritic(width=model.width, layer_norm=model.layer_norm, dtype=dtype),
+        DCGANGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype, kernels=choice),
+        DCGANCritic(width=model.width, layer_norm=model.layer_norm, dtype=dtype, kernels=choice),
         model.latent_dim, shape)
   if model.name == "resnet":
     return Models(
-        ResNetGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype),
-        ResNetCritic(width=model.width, dtype=dtype), model.latent_dim, shape)
+        ResNetGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype, kernels=choice),
+        ResNetCritic(width=model.width, dtype=dtype, kernels=choice), model.latent_dim, shape)
   raise ValueError(unknown_name_message("model.name", model.name, MODELS))

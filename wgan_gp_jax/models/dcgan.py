@@ -6,7 +6,8 @@ LeakyReLU(0.2), no batch norm (optional layer norm over C, H, W as in the paper'
 code), linear out.
 
 ``dtype`` is what activations and products are computed in; parameters, batch-norm and layer-norm statistics,
-samples and scores are float32.
+samples and scores are float32. ``kernels`` (``"xla"`` or ``"cpu"``) picks the layers (``layers.layer_set``); the
+variables are the same under both.
 """
 
 import math
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wgan_gp_jax.kernels.layers import BatchNorm, Conv, ConvTranspose, Dense
+from wgan_gp_jax.models.layers import layer_set
 
 
 def num_resolution_doublings(resolution: int) -> int:
@@ -32,17 +33,19 @@ class DCGANGenerator(nn.Module):
   channels: int = 3
   width: int = 64
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+    layers = layer_set(self.kernels)
     doublings = num_resolution_doublings(self.resolution)
     features = self.width * 2 ** (doublings - 1)
-    x = Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
-    x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+    x = layers.Dense(4 * 4 * features, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, features)
+    x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
     for i in range(doublings - 1):
-      x = ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2), dtype=self.dtype)(x)
-      x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
-    x = ConvTranspose(self.channels, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
+      x = layers.ConvTranspose(features // 2 ** (i + 1), (5, 5), strides=(2, 2), dtype=self.dtype)(x)
+      x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+    x = layers.ConvTranspose(self.channels, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -50,13 +53,15 @@ class DCGANCritic(nn.Module):
   width: int = 64
   layer_norm: bool = False
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    layers = layer_set(self.kernels)
     doublings = num_resolution_doublings(x.shape[1])
     for i in range(doublings):
-      x = Conv(self.width * 2**i, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
+      x = layers.Conv(self.width * 2**i, (5, 5), strides=(2, 2), dtype=self.dtype)(x)
       if self.layer_norm and i > 0:
         x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    return Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
+    return layers.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)

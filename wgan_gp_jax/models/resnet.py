@@ -8,7 +8,8 @@ linear. Upsampling is nearest-neighbour, downsampling a 2x2 mean pool, as in the
 paper's code.
 
 ``dtype`` is what activations and products are computed in; parameters, batch-norm statistics, samples and scores are
-float32.
+float32. ``kernels`` (``"xla"`` or ``"cpu"``) picks the layers (``layers.layer_set``); the variables are the same under
+both.
 """
 
 from typing import Any
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
-from wgan_gp_jax.kernels.layers import BatchNorm, Conv, Dense
+from wgan_gp_jax.models.layers import layer_set
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -34,14 +35,16 @@ class GeneratorBlock(nn.Module):
   """Pre-activation residual block that doubles the resolution."""
   features: int
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
-    y = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
-    y = Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
-    y = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(y)
-    y = Conv(self.features, (3, 3), dtype=self.dtype)(y)
+    layers = layer_set(self.kernels)
+    shortcut = layers.Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
+    y = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+    y = layers.Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
+    y = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(y)
+    y = layers.Conv(self.features, (3, 3), dtype=self.dtype)(y)
     return shortcut + y
 
 
@@ -50,17 +53,19 @@ class CriticBlock(nn.Module):
   features: int
   downsample: bool
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    layers = layer_set(self.kernels)
     if self.downsample:
-      shortcut = _mean_pool(Conv(self.features, (1, 1), dtype=self.dtype)(x))
+      shortcut = _mean_pool(layers.Conv(self.features, (1, 1), dtype=self.dtype)(x))
     elif x.shape[-1] != self.features:
-      shortcut = Conv(self.features, (1, 1), dtype=self.dtype)(x)
+      shortcut = layers.Conv(self.features, (1, 1), dtype=self.dtype)(x)
     else:
       shortcut = x
-    y = Conv(x.shape[-1], (3, 3), dtype=self.dtype)(nn.relu(x))
-    y = Conv(self.features, (3, 3), dtype=self.dtype)(nn.relu(y))
+    y = layers.Conv(x.shape[-1], (3, 3), dtype=self.dtype)(nn.relu(x))
+    y = layers.Conv(self.features, (3, 3), dtype=self.dtype)(nn.relu(y))
     if self.downsample:
       y = _mean_pool(y)
     return shortcut + y
@@ -71,33 +76,37 @@ class ResNetGenerator(nn.Module):
   channels: int = 3
   width: int = 128
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-    x = Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
+    layers = layer_set(self.kernels)
+    x = layers.Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
-      x = GeneratorBlock(self.width, dtype=self.dtype)(x, train)
-    x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
-    return jnp.tanh(Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
+      x = GeneratorBlock(self.width, dtype=self.dtype, kernels=self.kernels)(x, train)
+    x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+    return jnp.tanh(layers.Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
 
 
 class ResNetCritic(nn.Module):
   width: int = 128
   dtype: Any = jnp.float32
+  kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    layers = layer_set(self.kernels)
     downsamplings = num_resolution_doublings(x.shape[1]) - 1  # stop at 8x8, as at 32 pixels
     if downsamplings < 1:
       raise ValueError(f"ResNetCritic needs inputs of at least 16x16, got {x.shape[1:3]}.")
     # The optimised first block: convolutions on the raw image, then pooling.
-    shortcut = Conv(self.width, (1, 1), dtype=self.dtype)(_mean_pool(x))
-    y = Conv(self.width, (3, 3), dtype=self.dtype)(x)
-    y = _mean_pool(Conv(self.width, (3, 3), dtype=self.dtype)(nn.relu(y)))
+    shortcut = layers.Conv(self.width, (1, 1), dtype=self.dtype)(_mean_pool(x))
+    y = layers.Conv(self.width, (3, 3), dtype=self.dtype)(x)
+    y = _mean_pool(layers.Conv(self.width, (3, 3), dtype=self.dtype)(nn.relu(y)))
     x = shortcut + y
     for _ in range(downsamplings - 1):
-      x = CriticBlock(self.width, downsample=True, dtype=self.dtype)(x)
-    x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
-    x = CriticBlock(self.width, downsample=False, dtype=self.dtype)(x)
+      x = CriticBlock(self.width, downsample=True, dtype=self.dtype, kernels=self.kernels)(x)
+    x = CriticBlock(self.width, downsample=False, dtype=self.dtype, kernels=self.kernels)(x)
+    x = CriticBlock(self.width, downsample=False, dtype=self.dtype, kernels=self.kernels)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+    return layers.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)

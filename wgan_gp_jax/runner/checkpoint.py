@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from wgan_gp_jax import configuration, objectives
 from wgan_gp_jax.runner import workdir as workdir_lib
 
 # Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
@@ -46,14 +47,13 @@ RESUMABLE_CHANGES = frozenset({
 # Keys added to the config after checkpoints were made without them, with the value that does what those checkpoints'
 # runs did: a checkpoint's config that lacks one is read as having it.
 ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto"}
+# Values renamed since checkpoints were made with them, per key: a saved and a requested config are compared by the
+# current names, so that a run resumes under either.
+RENAMED_VALUES = {"objective.name": objectives.RENAMED}
 # The last commit whose checkpoints hold a config without groups (``learning_rate`` rather than
 # ``critic.learning_rate``): checkpoints it made are refused by ``check_config_format``, and left as they are.
 LAST_FLAT_CONFIG_COMMIT = "53f4924"
 
-UNREADABLE_DIRNAME = "unreadable_checkpoints"
-# The item of a checkpoint that holds the training data's position, and the per-process one of older checkpoints.
-DATA_POSITION_ITEM = "data_position"
-LEGACY_DATA_ITEM = "data"
 _MIB = 2**20
 # Room for the logs and pictures of a run, on top of its checkpoints.
 _FREE_SPACE_MARGIN = 64 * _MIB
@@ -76,19 +76,15 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json(sort_keys=True))
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
+def _with_current_names(flat: Mapping[str, Any]) -> dict[str, Any]:
+  return {key: RENAMED_VALUES[key].get(value, value) if key in RENAMED_VALUES else value for key, value in flat.items()}
 
 
 def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
-  """One line per key outside ``RESUMABLE_CHANGES`` whose value differs, sorted by key."""
-  saved, requested = _flatten(saved), _flatten(requested)
+  """One line per key outside ``RESUMABLE_CHANGES`` whose value differs (a renamed value and its current name do
+  not, ``RENAMED_VALUES``), sorted by key."""
+  saved = _with_current_names(configuration.dotted_items(saved))
+  requested = _with_current_names(configuration.dotted_items(requested))
   missing = object()
 
   def describe(value: Any) -> str:
@@ -119,12 +115,10 @@ def check_config_format(saved: Mapping[str, Any], *, step: int, directory: pathl
 def with_added_keys(saved: Mapping[str, Any]) -> dict[str, Any]:
   """A checkpoint's config with every key of ``ADDED_KEYS`` that it lacks set to its value there."""
   saved = json.loads(json.dumps(saved))
+  present = configuration.dotted_items(saved)
   for key, value in ADDED_KEYS.items():
-    *groups, name = key.split(".")
-    group = saved
-    for part in groups:
-      group = group.setdefault(part, {})
-    group.setdefault(name, value)
+    if key not in present:
+      configuration.set_dotted(saved, key, value)
   return saved
 
 
@@ -155,7 +149,7 @@ def check_workdir(workdir: pathlib.Path, *, checkpoint_bytes: int, keep_checkpoi
     raise CheckpointError(f"cannot write to the work directory {workdir}: {error.strerror or error}") from error
   if not workdir_lib.is_local(workdir):
     return
-  checkpoints_dir = workdir / "checkpoints"
+  checkpoints_dir = workdir / workdir_lib.CHECKPOINTS_DIRNAME
   existing = sum(path.name.isdigit() for path in checkpoints_dir.iterdir()) if checkpoints_dir.is_dir() else 0
   more = max(1, keep_checkpoints + 1 - existing)
   needed = more * checkpoint_bytes + _FREE_SPACE_MARGIN
@@ -185,7 +179,7 @@ class Checkpoints:
   """
 
   def __init__(self, workdir: pathlib.Path, *, keep: int | None = None, keep_period: int = 0,
-               read_only: bool = False, directory_name: str = "checkpoints"):
+               read_only: bool = False, directory_name: str = workdir_lib.CHECKPOINTS_DIRNAME):
     self.workdir = workdir
     self.directory = workdir / directory_name
     if read_only:
@@ -219,10 +213,11 @@ class Checkpoints:
 
     Every process calls it. It first waits for the previous save to be complete.
     """
-    items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_as_json(config))}
+    items = {workdir_lib.STATE_ITEM: ocp.args.StandardSave(state),
+             workdir_lib.CONFIG_ITEM: ocp.args.JsonSave(config_as_json(config))}
     if data_iterator is not None:
       # The same on every process (``data.pipeline``): written once, readable by any number of processes.
-      items[DATA_POSITION_ITEM] = ocp.args.JsonSave(
+      items[workdir_lib.DATA_POSITION_ITEM] = ocp.args.JsonSave(
           {"iterator": data_iterator.get_state(), "process_count": jax.process_count()})
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
@@ -286,38 +281,40 @@ class Checkpoints:
       return None, f"{type(error).__name__}: {error}"
 
   def _read_config(self, step: int) -> dict[str, Any]:
-    saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    restore = ocp.args.Composite(**{workdir_lib.CONFIG_ITEM: ocp.args.JsonRestore()})
+    saved = self._manager.restore(step, args=restore)[workdir_lib.CONFIG_ITEM]
     if not isinstance(saved, dict):
       raise ValueError(f"its config is a {type(saved).__name__}, not a JSON object")
     return saved
 
   def _read_state(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None) -> Any:
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    items = {workdir_lib.STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
     if data_iterator is None:
-      return self._manager.restore(step, args=ocp.args.Composite(**items)).state
-    if not (self.directory / str(step) / DATA_POSITION_ITEM).exists():
+      return self._manager.restore(step, args=ocp.args.Composite(**items))[workdir_lib.STATE_ITEM]
+    if not (self.directory / str(step) / workdir_lib.DATA_POSITION_ITEM).exists():
       return self._read_state_with_per_process_data(step, items, data_iterator)
-    items[DATA_POSITION_ITEM] = ocp.args.JsonRestore()
+    items[workdir_lib.DATA_POSITION_ITEM] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    position = restored[DATA_POSITION_ITEM]
+    position = restored[workdir_lib.DATA_POSITION_ITEM]
     if position["process_count"] != jax.process_count():
       logging.info("the checkpoint at step %d was written by %d process(es) and this run has %d: the data continues"
                    " at the same global batch, with the same examples in the same order", step,
                    position["process_count"], jax.process_count())
     data_iterator.set_state(position["iterator"])
-    return restored.state
+    return restored[workdir_lib.STATE_ITEM]
 
   def _read_state_with_per_process_data(self, step: int, items: dict, data_iterator: grain.DatasetIterator) -> Any:
     """Checkpoints made before the data position was process-count-free hold one data file per process."""
-    saved = sorted(path.name for path in (self.directory / str(step) / LEGACY_DATA_ITEM).glob("process_*.json"))
+    saved = sorted(path.name for path in
+                   (self.directory / str(step) / workdir_lib.LEGACY_DATA_ITEM).glob("process_*.json"))
     if saved and f"process_{jax.process_index()}-of-{jax.process_count()}.json" not in saved:
       counts = sorted({name.rsplit("-of-", 1)[1].removesuffix(".json") for name in saved})
       raise ProcessCountError(
           f"the checkpoint at step {step} in {self.directory} holds the data positions of {', '.join(counts)}"
           f" process(es) (a checkpoint of an older version) and this run has {jax.process_count()}: resume it with"
           " that many processes, or start a new run")
-    items[LEGACY_DATA_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    items[workdir_lib.LEGACY_DATA_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))[workdir_lib.STATE_ITEM]
 
   def _set_aside(self, unreadable: Mapping[int, str], *, fallback: int) -> None:
     if not unreadable:
@@ -328,7 +325,7 @@ class Checkpoints:
     if self._read_only:
       return
     if jax.process_index() == 0:
-      aside = self.workdir / UNREADABLE_DIRNAME
+      aside = self.workdir / workdir_lib.UNREADABLE_CHECKPOINTS_DIRNAME
       aside.mkdir(exist_ok=True)
       for step in unreadable:
         target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,15 +1,7 @@
 """Running an experiment in a work directory, and loading a finished one.
 
-Layout of a work directory::
-
-  DIR/config.json          the config of the latest start (each checkpoint also holds the config it was made with)
-  DIR/checkpoints/<step>/  orbax checkpoints: state, config and data position (see ``checkpoint``)
-  DIR/metrics.jsonl        one JSON line of metrics every ``logging.log_every`` steps (and ``fid_<N>`` where evaluated)
-  DIR/tensorboard/         TensorBoard event files: the same scalars, the speed, the pictures (``metric_writer``)
-  DIR/best_checkpoint/     image runs with ``evaluation.every``: the checkpoint of the best FID (``periodic_eval``)
-  DIR/figures/             toy runs: real points, samples and critic contours
-  DIR/samples/             image runs: grids from a fixed latent batch
-  DIR/unreadable_checkpoints/  checkpoints that could not be read, set aside (see ``checkpoint``)
+What a work directory DIR holds is listed in ``runner.workdir``; which steps log, draw, evaluate, save and stop, in
+``runner.schedule``.
 
 Starting on a DIR with checkpoints resumes from the newest readable one, so a run killed at any moment (``kill -9``,
 a preemption, a crash) continues with the command it was started with, bit for bit: every random number is a
@@ -22,16 +14,14 @@ With several processes (``jax.distributed``) every process runs ``train_and_eval
 the data, checkpoints are written by all together, and the config, logs and pictures by process 0 only.
 
 DIR may be any path ``etils.epath`` handles, a bucket (``gs://...``) included: checkpoints go through orbax, the rest
-through ``epath`` (``runner.workdir``). Every log line gives the speed and the time left (``progress``); on an interactive
-terminal a progress bar shows too.
+through ``epath`` (``runner.workdir``). Every log line gives the speed and the time left (``progress``); on an
+interactive terminal a progress bar shows too.
 """
 
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
-import re
 import time
 from typing import Iterator
 
@@ -45,11 +35,10 @@ from jax.experimental import multihost_utils
 from wgan_gp_jax import configuration, data
 from wgan_gp_jax.runner import checkpoint, metric_writer, workdir as workdir_lib, periodic_eval, plotting, preemption
 from wgan_gp_jax import toy_data
-from wgan_gp_jax.runner import progress, workdir_lock
+from wgan_gp_jax.runner import progress, schedule as schedule_lib, workdir_lock
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models
 
-SAMPLE_STREAM = 3
 _SAMPLE_CHUNK = 1024
 # The name a non-finite state goes by in ``NonFiniteError``'s message, beside the metrics' names.
 STATE_QUANTITY = "training state"
@@ -59,8 +48,14 @@ class NonFiniteError(RuntimeError):
   """Raised when a training metric or the training state is NaN or infinite."""
 
 
-def _abstract_state(config: ml_collections.ConfigDict, models: Models, sharding) -> train_lib.TrainState:
-  shapes = jax.eval_shape(lambda: train_lib.init_state(config, models))
+def _initial_state(config: ml_collections.ConfigDict, models: Models,
+                   parts: configuration.TrainingParts) -> train_lib.TrainState:
+  return train_lib.init_state(models, parts.optimizers, seed=config.seed, ema=parts.ema is not None)
+
+
+def _abstract_state(config: ml_collections.ConfigDict, models: Models, parts: configuration.TrainingParts,
+                    sharding) -> train_lib.TrainState:
+  shapes = jax.eval_shape(lambda: _initial_state(config, models, parts))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
@@ -70,7 +65,7 @@ def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Arra
   @jax.jit
   def sample(step):
     points = toy_data.sample(
-        config.data.toy_dataset, train_lib.stream_key(key_data, train_lib.DATA_STREAM, step),
+        config.data.toy_dataset, train_lib.stream_key(key_data, train_lib.Stream.DATA, step),
         config.n_critic * config.batch_size)
     return jax.lax.with_sharding_constraint(points.reshape(config.n_critic, config.batch_size, 2), sharding)
 
@@ -184,65 +179,34 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  workdir_lib.write_text_whole(workdir / "config.json", config.to_json(indent=2, sort_keys=True))
+  workdir_lib.write_text_whole(workdir / workdir_lib.CONFIG_FILENAME, config.to_json(indent=2, sort_keys=True))
 
 
-def metric_curve(workdir: epath.PathLike, metric: str) -> tuple[np.ndarray, np.ndarray]:
-  """``(steps, values)`` of ``metric`` in the run's ``metrics.jsonl`` (the steps that have it)."""
-  lines = (epath.Path(workdir) / metric_writer.METRICS_FILENAME).read_text().splitlines()
-  points = [(record["step"], record[metric]) for record in map(json.loads, filter(None, lines)) if metric in record]
-  return np.array([step for step, _ in points], np.int64), np.array([value for _, value in points], np.float64)
-
-
-def evaluation_filename(step: int | None = None, *, raw_of_ema_run: bool = False) -> str:
-  """The file ``experiments.evaluate`` writes its results to in the run's folder.
-
-  ``evaluation.json`` for the latest checkpoint, ``evaluation_step_<STEP>.json`` for a kept one; ``_raw`` is added when
-  the raw generator of a run that keeps an EMA is scored (``--noema``), so that it never replaces the EMA's results.
-  """
-  name = "evaluation" if step is None else f"evaluation_step_{step}"
-  return f"{name}{'_raw' if raw_of_ema_run else ''}.json"
-
-
-_EVALUATED_STEP = re.compile(r"evaluation_step_(\d+)\.json")
-
-
-def evaluated_curve(workdir: epath.PathLike, metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-  """``{num_samples: (steps, values)}`` of ``metric`` in the run's ``evaluation_step_<STEP>.json`` files (written by
-  ``experiments.evaluate --step``; the raw generator's ``_raw`` files are left out), one curve per number of samples
-  (FID depends on it)."""
-  curves: dict[int, list[tuple[int, float]]] = {}
-  for path in epath.Path(workdir).glob("evaluation_step_*.json"):
-    matched = _EVALUATED_STEP.fullmatch(path.name)
-    if not matched:  # The raw generator's scores.
-      continue
-    record = json.loads(path.read_text())
-    if metric in record:
-      curves.setdefault(record["num_samples"], []).append((int(matched.group(1)), record[metric]))
-  return {num: (np.array([s for s, _ in sorted(points)], np.int64), np.array([v for _, v in sorted(points)], np.float64))
-          for num, points in sorted(curves.items())}
-
-
-def load_run(workdir: epath.PathLike, *, use_ema: bool = True, best: bool = False, step: int | None = None) -> Run:
+def load_run(workdir: epath.PathLike, *, use_ema: bool = True, best: bool = False, step: int | None = None,
+             kernels: str | None = None) -> Run:
   """Loads the config and state of the newest readable checkpoint of the run in ``workdir`` (or the one at ``step``).
 
   Its samples come from the generator's EMA where the run has one, unless ``use_ema`` is False. With ``best``, the
-  checkpoint of the best FID measured during training (``periodic_eval``). Nothing in ``workdir`` is changed, so this
-  is safe while the run is still training.
+  checkpoint of the best FID measured during training (``periodic_eval``). ``kernels`` (``models.KERNEL_CHOICES``),
+  where given, replaces the run's ``model.kernels`` in the returned config and models: the same parameters, computed
+  by the other backend's layers. Nothing in ``workdir`` is changed, so this is safe while the run is still training.
   """
   workdir = workdir_lib.workdir_path(workdir)
-  directory_name = periodic_eval.BEST_DIRNAME if best else "checkpoints"
+  directory_name = workdir_lib.BEST_CHECKPOINT_DIRNAME if best else workdir_lib.CHECKPOINTS_DIRNAME
   if not (workdir / directory_name).is_dir():
     raise FileNotFoundError(
         f"no checkpoint in {workdir / directory_name}: is {workdir} the work directory of a run"
         + (" that evaluated FID while training?" if best else "?"))
   replicated = train_lib.replicated(train_lib.make_mesh(1))
   with checkpoint.Checkpoints(workdir, read_only=True, directory_name=directory_name) as checkpoints:
-    restored = checkpoints.restore_latest(lambda config: _abstract_state(config, build_models(config), replicated),
-                                          step=step)
+    restored = checkpoints.restore_latest(
+        lambda config: _abstract_state(config, build_models(config), configuration.training_parts(config), replicated),
+        step=step)
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {workdir / directory_name}.")
   _, state, config = restored
+  if kernels is not None:
+    config = configuration.override(config, {"model.kernels": kernels})
   return Run(config, build_models(config), state, use_ema=use_ema)
 
 
@@ -252,31 +216,48 @@ def _write_pictures(run: Run, workdir: epath.Path, step: int) -> tuple[str, np.n
   config = run.config
   run = dataclasses.replace(run, state=jax.device_get(run.state))
   fixed_latents = jax.random.normal(
-      train_lib.stream_key(run.state.key, SAMPLE_STREAM, 0), (config.logging.num_fixed_samples, run.models.latent_dim))
+      train_lib.stream_key(run.state.key, train_lib.Stream.SAMPLE, 0),
+      (config.logging.num_fixed_samples, run.models.latent_dim))
   if config.kind == "toy":
-    (workdir / "figures").mkdir(exist_ok=True)
+    folder = workdir / workdir_lib.FIGURES_DIRNAME
+    folder.mkdir(exist_ok=True)
     real = np.asarray(toy_data.sample(config.data.toy_dataset, jax.random.key(0), 1000))
     return "figure", plotting.toy_figure(
-        workdir / "figures" / f"step_{step:06d}.png", real=real, generated=run.generate(fixed_latents),
+        folder / workdir_lib.picture_filename(step), real=real, generated=run.generate(fixed_latents),
         critic=run.critic, title=f"{config.data.toy_dataset}, generator step {step}")
-  (workdir / "samples").mkdir(exist_ok=True)
+  folder = workdir / workdir_lib.SAMPLES_DIRNAME
+  folder.mkdir(exist_ok=True)
   return "samples", plotting.save_image_grid(
-      workdir / "samples" / f"step_{step:06d}.png", to_uint8(run.generate(fixed_latents)),
+      folder / workdir_lib.picture_filename(step), to_uint8(run.generate(fixed_latents)),
       scale=max(1, 128 // config.data.resolution))
 
 
-def _save_best(workdir: epath.Path, step: int, state: train_lib.TrainState, config: ml_collections.ConfigDict,
-               fid: periodic_eval.PeriodicFID, value: float) -> None:
-  """Replaces the best checkpoint with this step's, and records it once complete.
+def _evaluate(fid: periodic_eval.PeriodicFID, run: Run, workdir: epath.Path, step: int) -> dict[str, float]:
+  """The FID of ``run`` at ``step`` (``{}`` where it cannot be had). A new best replaces the best checkpoint with
+  this step's, and is recorded once that is complete.
 
   A start of the run that was killed after saving this step's best checkpoint left it there already: every step's
   state is a function of the run, so that checkpoint is this state, and is kept as it is.
   """
-  with checkpoint.Checkpoints(workdir, keep=1, directory_name=periodic_eval.BEST_DIRNAME) as best:
-    if step not in best.steps():
-      best.save(step, state, config)
-      best.wait_until_finished()
-  fid.record_best(step, value)
+  evaluation = fid.evaluate(run.sample, step)
+  if evaluation and fid.is_new_best(evaluation[fid.metric]):
+    with checkpoint.Checkpoints(workdir, keep=1, directory_name=workdir_lib.BEST_CHECKPOINT_DIRNAME) as best:
+      if step not in best.steps():
+        best.save(step, run.state, run.config)
+        best.wait_until_finished()
+    fid.record_best(step, evaluation[fid.metric])
+  return evaluation
+
+
+def _write_log_line(writer: metric_writer.MetricWriter, speed: progress.Progress, step: int,
+                    metrics: train_lib.Metrics, evaluation: dict[str, float], *, started: float) -> None:
+  """The step's metrics and evaluation in ``metrics.jsonl``, TensorBoard and the log, with the run's speed."""
+  values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+  values.update(evaluation)
+  rates = speed.report(step)
+  writer.write_scalars(step, values, seconds=time.perf_counter() - started, speed=rates)
+  logging.info("step %d: %s%s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()),
+               progress.Progress.describe(rates))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Run:
@@ -292,11 +273,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
   mesh = train_lib.make_mesh(config.num_devices)
   configuration.validate(config, num_devices=mesh.size)
   models = build_models(config)
-  abstract_state = _abstract_state(config, models, train_lib.replicated(mesh))
+  parts = configuration.training_parts(config)
+  abstract_state = _abstract_state(config, models, parts, train_lib.replicated(mesh))
   checkpoint.check_workdir(workdir, checkpoint_bytes=checkpoint.state_bytes(abstract_state),
                            keep_checkpoints=config.checkpoint.keep)
   with _locked(workdir, config.checkpoint.lock_stale_seconds):
-    return _train(config, workdir, models, mesh, abstract_state)
+    return _train(config, workdir, models, parts, mesh, abstract_state)
 
 
 @contextlib.contextmanager
@@ -321,7 +303,8 @@ def _locked(workdir: epath.Path, stale_after_seconds: float) -> Iterator[None]:
     lock.release()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Models, mesh: jax.sharding.Mesh,
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Models, parts: configuration.TrainingParts,
+           mesh: jax.sharding.Mesh,
            abstract_state: train_lib.TrainState) -> Run:
   replicated = train_lib.replicated(mesh)
   data_sharding = train_lib.iteration_data_sharding(mesh)
@@ -335,7 +318,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
     restored = checkpoints.restore_latest(lambda _: abstract_state, requested_config=config,
                                           data_iterator=image_batches)
     if restored is None:
-      state = jax.jit(lambda: train_lib.init_state(config, models), out_shardings=replicated)()
+      state = jax.jit(lambda: _initial_state(config, models, parts), out_shardings=replicated)()
       start_step = 0
     else:
       start_step, state, saved_config = restored
@@ -359,7 +342,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
       batches = _toy_batches(config, data_sharding, state.key, start_step)
     else:
       batches = image_batches
-    iteration = train_lib.compile_train_iteration(config, models, mesh)
+    iteration = train_lib.compile_train_iteration(models, parts.objective, parts.optimizers, mesh,
+                                                  n_critic=config.n_critic, augmentation=parts.augmentation,
+                                                  ema=parts.ema)
     non_finite = _NonFiniteWatch(replicated)
     fid = periodic_eval.create(config, workdir)
     if fid is not None:
@@ -368,38 +353,25 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
     speed = closing.enter_context(progress.Progress(
         start_step=start_step, num_steps=config.num_steps, images_per_step=config.n_critic * config.batch_size,
         show_bar=None if jax.process_index() == 0 else False))
+    schedule = schedule_lib.Schedule.from_config(config)
     for step in range(start_step + 1, config.num_steps + 1):
       state, metrics = iteration(state, next(batches))
       non_finite.note(metrics, state)
       speed.step_done(step)
       stop_signal = stop_requests.signal_at(step)
-      is_last = step == config.num_steps
-      regular_save = step % config.checkpoint.every == 0 or is_last
-      should_save = regular_save or stop_signal is not None
-      # Not on a signal's save: the log of a stopped and resumed run reads as if it had never stopped.
-      should_log = step % config.logging.log_every == 0 or regular_save
-      should_draw = step % config.logging.figure_every == 0 or is_last
-      should_evaluate = fid is not None and fid.due(step, run_seconds=time.perf_counter() - started)
-      if should_log or should_draw or should_save or should_evaluate:
+      evaluation_granted = fid is not None and bool(fid.due(step, run_seconds=time.perf_counter() - started))
+      actions = schedule.actions(step, stop_requested=stop_signal is not None, evaluation_granted=evaluation_granted)
+      if actions.reads_state:
         # Waits for the step. Past this check the state is finite: it may be logged, drawn, evaluated and saved.
         non_finite.check(checkpoints.latest_step())
-      evaluation = fid.evaluate(Run(config, models, state).sample, step) if should_evaluate else {}
-      if evaluation:
-        should_log = True
-        if fid.is_new_best(evaluation[fid.metric]):
-          _save_best(workdir, step, state, config, fid, evaluation[fid.metric])
-      if should_log:
-        values = {name: float(value) for name, value in jax.device_get(metrics).items()}
-        values.update(evaluation)
-        rates = speed.report(step)
-        writer.write_scalars(step, values, seconds=time.perf_counter() - started, speed=rates)
-        logging.info("step %d: %s%s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()),
-                     progress.Progress.describe(rates))
-      if should_draw and jax.process_index() == 0:
+      evaluation = _evaluate(fid, Run(config, models, state), workdir, step) if actions.evaluate else {}
+      if actions.log or evaluation:
+        _write_log_line(writer, speed, step, metrics, evaluation, started=started)
+      if actions.draw and jax.process_index() == 0:
         writer.write_image(step, *_write_pictures(Run(config, models, state), workdir, step))
-      if should_save:
+      if actions.save:
         checkpoints.save(step, state, config, image_batches)
-      if stop_signal is not None:
+      if actions.stop:
         checkpoints.wait_until_finished()
         raise preemption.RunInterrupted(step=step, signal_number=stop_signal, directory=checkpoints.directory)
     checkpoints.wait_until_finished()

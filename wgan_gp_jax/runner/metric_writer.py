@@ -25,9 +25,6 @@ from tensorboardX import record_writer
 
 from wgan_gp_jax.runner import workdir as workdir_lib
 
-METRICS_FILENAME = "metrics.jsonl"
-TENSORBOARD_DIRNAME = "tensorboard"
-
 
 class _WholeObjectFile:
   """A file on a bucket that tensorboardX writes event records into: kept in memory and written whole at each
@@ -88,8 +85,8 @@ class MetricWriter:
                enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.workdir = workdir_lib.workdir_path(workdir)
-    self.log_path = self.workdir / METRICS_FILENAME
-    self.tensorboard_dir = self.workdir / TENSORBOARD_DIRNAME
+    self.log_path = self.workdir / workdir_lib.METRICS_FILENAME
+    self.tensorboard_dir = self.workdir / workdir_lib.TENSORBOARD_DIRNAME
     self._summary_writer = None
     if not self.enabled:
       return

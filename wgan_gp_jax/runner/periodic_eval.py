@@ -7,9 +7,9 @@ this start of the run, the due one included (estimated by the last one's duratio
 ``evaluation.max_time_fraction`` of its wall time. The first one is never postponed. Loading the Inception and the
 real images' statistics (computed once per data set, then read from the cache) is logged, not counted.
 
-The best checkpoint lives in ``DIR/best_checkpoint/<step>/`` (one, the same format as ``DIR/checkpoints``) with
-``DIR/best_checkpoint/best.json`` (``{"step", "metric", "value"}``), written once the checkpoint is complete, so a
-resumed run knows its best without evaluating anything again.
+The best checkpoint lives in ``DIR/best_checkpoint/`` (one, the same format as ``DIR/checkpoints``) with its record
+``best.json`` (``{"step", "metric", "value"}``; the names are ``runner.workdir``'s), written once the checkpoint is
+complete, so a resumed run knows its best without evaluating anything again.
 """
 
 import dataclasses
@@ -23,10 +23,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from wgan_gp_jax.runner import workdir as workdir_lib
+from wgan_gp_jax.runner import schedule, workdir as workdir_lib
 
-BEST_DIRNAME = "best_checkpoint"
-BEST_RECORD = "best.json"
 # The seed of the evaluation's latents: the same samples' latents at every evaluation, so that the curve shows the
 # generator change, not the draw.
 SAMPLE_SEED = 20_171_231
@@ -48,7 +46,8 @@ def load_fid_model(config: ml_collections.ConfigDict) -> FIDModel:
   """The FID Inception and the real images' statistics for ``config`` (computed once, then read from the cache).
 
   The real images are ``evaluation.reference`` (default ``data.image_folder``), preprocessed as in training (the
-  run's resolution, crop and channels). Raises ``RuntimeError``, ``FileNotFoundError`` or ``ValueError`` where the
+  run's resolution, crop and channels). The Inception computes its convolutions as the run's ``model.kernels`` says
+  (``inception.inception_features``). Raises ``RuntimeError``, ``FileNotFoundError`` or ``ValueError`` where the
   weights or the images cannot be had.
   """
   from wgan_gp_jax.metrics import inception, reference  # Inception is needed only by runs that evaluate.
@@ -57,11 +56,12 @@ def load_fid_model(config: ml_collections.ConfigDict) -> FIDModel:
   if not folder:
     raise ValueError("evaluation needs real images: set evaluation.reference or data.image_folder")
   params = inception.load_inception()
+  kernels = config.model.kernels
   real = reference.reference_features(folder, params=params, resolution=config.data.resolution,
-                                      crop=config.data.crop, channels=config.data.channels)
+                                      crop=config.data.crop, channels=config.data.channels, kernels=kernels)
 
   def features(images: np.ndarray) -> np.ndarray:
-    return inception.inception_features(images, params=params)["pool3"]
+    return inception.inception_features(images, params=params, kernels=kernels)["pool3"]
 
   return FIDModel(features, real.mu, real.sigma, f"{len(real.features)} real images of {folder}")
 
@@ -82,17 +82,15 @@ class PeriodicFID:
     self.num_samples = config.evaluation.num_samples
     self.max_time_fraction = config.evaluation.max_time_fraction
     self.metric = f"fid_{self.num_samples}"
-    self.best_directory = epath.Path(workdir) / BEST_DIRNAME
+    self.best_directory = epath.Path(workdir) / workdir_lib.BEST_CHECKPOINT_DIRNAME
     self._spent = 0.0
     self._load_seconds = 0.0
     self._last_cost: float | None = None
     self.best_step: int | None = None
     self.best_value = float("inf")
-    record_path = self.best_directory / BEST_RECORD
-    if record_path.exists():
-      record = json.loads(record_path.read_text())
-      if record["metric"] == self.metric:  # another N is another metric: the best starts anew
-        self.best_step, self.best_value = record["step"], record["value"]
+    record = best_state_record(workdir)
+    if record is not None and record["metric"] == self.metric:  # another N is another metric: the best starts anew
+      self.best_step, self.best_value = record["step"], record["value"]
 
   def forget_best_after(self, step: int) -> None:
     """A run resumed from ``step`` redoes what followed it, so a best found later is not a best of this run."""
@@ -101,7 +99,7 @@ class PeriodicFID:
 
   def due(self, step: int, *, run_seconds: float) -> bool | None:
     """True when an evaluation is due at ``step`` and within budget; None when due but postponed; False otherwise."""
-    if not self.every or step % self.every:
+    if not schedule.evaluation_due(step, self.every):
       return False
     if self._last_cost is None:
       return True
@@ -146,8 +144,8 @@ class PeriodicFID:
     """Called once the best checkpoint of ``step`` is complete."""
     self.best_step, self.best_value = step, value
     if jax.process_index() == 0:
-      workdir_lib.write_text_whole(self.best_directory / BEST_RECORD,
-                             json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
+      workdir_lib.write_text_whole(self.best_directory / workdir_lib.BEST_RECORD_FILENAME,
+                                   json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
 
 
 def create(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -160,5 +158,5 @@ def create(config: ml_collections.ConfigDict, workdir: epath.Path,
 
 def best_state_record(workdir: epath.PathLike) -> dict[str, Any] | None:
   """``{"step", "metric", "value"}`` of the best checkpoint of the run in ``workdir``, or None."""
-  path = epath.Path(workdir) / BEST_DIRNAME / BEST_RECORD
+  path = epath.Path(workdir) / workdir_lib.BEST_CHECKPOINT_DIRNAME / workdir_lib.BEST_RECORD_FILENAME
   return json.loads(path.read_text()) if path.exists() else None

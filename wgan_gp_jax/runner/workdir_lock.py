@@ -26,8 +26,6 @@ from etils import epath
 
 from wgan_gp_jax.runner import workdir as workdir_lib
 
-LOCK_FILENAME = "lock.json"
-
 
 class WorkdirLocked(RuntimeError):
   """Another live trainer holds the work directory."""
@@ -71,7 +69,7 @@ class WorkdirLock:
                heartbeat_seconds: float | None = None, clock: Callable[[], float] = time.time):
     if stale_after_seconds <= 0:
       raise ValueError(f"stale_after_seconds must be positive, got {stale_after_seconds}")
-    self.path = workdir_lib.workdir_path(workdir) / LOCK_FILENAME
+    self.path = workdir_lib.workdir_path(workdir) / workdir_lib.LOCK_FILENAME
     self.stale_after_seconds = stale_after_seconds
     self.heartbeat_seconds = heartbeat_seconds or min(30.0, stale_after_seconds / 4)
     self._clock = clock
@@ -147,7 +145,7 @@ class WorkdirLock:
   def _create(self, holder: Holder) -> bool:
     """Writes the lock file if there is none; True if this holder's is the one written."""
     if workdir_lib.is_local(self.path):
-      tmp = self.path.parent / f".{LOCK_FILENAME}.{holder.token}"
+      tmp = self.path.parent / f".{self.path.name}.{holder.token}"
       tmp.write_text(self._record(holder))
       try:
         os.link(tmp, self.path)  # fails if the lock exists: the file appears whole, once
@@ -166,7 +164,7 @@ class WorkdirLock:
   def _remove_stale(self, holder: Holder) -> None:
     """Removes the stale lock of ``holder``, unless another trainer took it over meanwhile."""
     if workdir_lib.is_local(self.path):
-      aside = self.path.parent / f".{LOCK_FILENAME}.stale.{uuid.uuid4().hex}"
+      aside = self.path.parent / f".{self.path.name}.stale.{uuid.uuid4().hex}"
       try:
         os.rename(self.path, aside)  # atomic: of two trainers taking over, one moves it
       except FileNotFoundError:
