@@ -97,3 +97,14 @@ def test_the_reader_sees_function_level_imports_of_the_runner_and_of_a_backend_m
   assert _imports(core, tmp_path) == [(3, "wgan_gp_jax.runner.experiment"), (4, "wgan_gp_jax.kernels.onednn"),
                                       (4, "wgan_gp_jax.kernels"), (5, "wgan_gp_jax.kernels")]
   assert [_layer(module) for _, module in _imports(core, tmp_path)] == ["runner", "kernels", "kernels", "kernels"]
+
+
+def test_the_readme_layout_lists_every_folder_of_the_package_and_no_other():
+  readme = (REPO_ROOT / "README.md").read_text()
+  block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+  listed = {line.split()[0].rstrip("/") for line in block.splitlines() if line.strip()}
+  package_folders = {f"wgan_gp_jax/{path.name}" for path in PACKAGE.iterdir()
+                     if path.is_dir() and (path / "__init__.py").is_file()}
+  assert package_folders | {"wgan_gp_jax"} <= listed, package_folders - listed
+  for folder in listed:
+    assert (REPO_ROOT / folder).is_dir(), f"README's layout lists {folder}, which does not exist"
