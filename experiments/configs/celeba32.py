@@ -1,4 +1,4 @@
-"""CelebA faces at 32x32 on a CPU: the recipe that gave the lowest FID in 45 minutes on 2 cores (README, "Faces").
+"""CelebA faces at 32x32 on a CPU: the recipe that gave the lowest FID in 45 minutes on 2 cores (docs/faces.md).
 
   python -m experiments.train --config experiments/configs/celeba32.py --workdir runs/celeba32
 
@@ -8,10 +8,11 @@ bfloat16 activations (float32 parameters, optimizer states, EMA and penalty). Ev
 paper's setting is ``--config.n_critic=5 --config.critic.learning_rate=1e-4 --config.generator.learning_rate=1e-4
 --config.model.dtype=float32 --config.ema.enabled=False``.
 
-``celeba32.py:tutorial`` is the setting of README's tutorial comparison (weight clipping against the penalties).
+``celeba32.py:tutorial`` is the setting of the tutorial comparison (weight clipping against the penalties,
+docs/tutorial_comparison.md).
 
 ``num_steps`` was sized for 45 minutes on the slower of this project's 2-core machines (Intel Xeon: 0.30 s per step,
-42.6 minutes of training); an AMD EPYC trains it in 18 to 30 minutes (README "Faces"). FID-2k is measured at each
+42.6 minutes of training); an AMD EPYC trains it in 18 to 30 minutes (docs/faces.md). FID-2k is measured at each
 third, bounded at 15% of the run's time, and the checkpoints at each third are kept for FID-10k.
 
 Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout); point
@@ -23,8 +24,9 @@ from experiments.configs import common
 
 
 def get_config(variant: str = ""):
-  """``variant`` "" is the recipe; "tutorial" is the setting of README's tutorial comparison and of the default
-  before 2026-11-30 (n_critic 5, Adam(2e-4, 0.5, 0.9) for both networks, float32, no EMA, 2,000 steps)."""
+  """``variant`` "" is the recipe; "tutorial" is the setting of the tutorial comparison (docs/tutorial_comparison.md)
+  and of the default before 2026-11-30 (n_critic 5, Adam(2e-4, 0.5, 0.9) for both networks, float32, no EMA, 2,000
+  steps)."""
   if variant not in ("", "tutorial"):
     raise ValueError(f"unknown celeba32 config variant {variant!r}; use '' or 'tutorial' (celeba32.py:tutorial)")
   config = common.image_config(resolution=32)

@@ -6,7 +6,7 @@
 
 Default: DCGAN width 64, batch 64, WGAN-GP (lambda 10) with two critic steps per generator step at twice the
 generator's learning rate (Adam 4e-4 / 2e-4, b1 0, b2 0.9), the generator EMA and bfloat16 activations: what beat
-the paper's setting at equal wall time on celeba32 (README, "Faces"). ``:paper`` is Gulrajani et al. (2017)'s:
+the paper's setting at equal wall time on celeba32 (docs/faces.md). ``:paper`` is Gulrajani et al. (2017)'s:
 n_critic 5, Adam(1e-4, 0, 0.9), float32, no EMA (the TF2 tutorial's scale).
 """
 
