@@ -1,10 +1,11 @@
-"""What every command shares: a user's mistake on the command line is one line and exit status 2, and the logs are
-quiet (``wgan_gp_jax.runner.logs``).
+"""What every command shares: a user's mistake on the command line is one line and exit status 2, a run that cannot
+go on is one line and exit status 1, and the logs are quiet (``wgan_gp_jax.runner.logs``).
 
 ``cli.run(main)`` runs ``main`` under ``absl.app`` with ``parse_flags``, which checks, before absl parses anything,
 that the config file exists and loads, that every ``--config.KEY`` override names a key of it (else the nearest valid
 key is named), and that ``--workdir`` is not a file; absl's own flag errors (an unknown flag, a missing required one,
-a value of the wrong type) and the ``app.UsageError`` a command raises become one line too.
+a value of the wrong type) and the ``app.UsageError`` a command raises become one line too. ``cli.load_run`` loads a
+run for ``sample``, ``interpolate`` and ``evaluate`` with their mistakes as one line.
 """
 
 import os
@@ -17,12 +18,24 @@ from absl import app, flags
 from wgan_gp_jax import configuration
 from wgan_gp_jax.runner import logs, workdir as workdir_lib
 
-USAGE_ERROR_STATUS = 2
+USAGE_ERROR_STATUS = 2  # a mistake on the command line or in the config
+RUN_ERROR_STATUS = 1  # a run that cannot go on: unreadable checkpoints, a refused resumption, a locked work directory
 
 
-def fail(message: str) -> NoReturn:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(USAGE_ERROR_STATUS)
+def one_line(message: str) -> str:
+  """``message`` on one line: its lines stripped and joined, by a space after one that ends in ':' or '.', else by
+  '; ' (an error's list of causes, such as every unreadable checkpoint, stays readable)."""
+  joined = ""
+  for line in (line.strip() for line in str(message).splitlines()):
+    if line:
+      joined += ("" if not joined else " " if joined.endswith((":", ".")) else "; ") + line
+  return joined
+
+
+def fail(message: str, status: int = USAGE_ERROR_STATUS) -> NoReturn:
+  """Exits with ``status`` after ``error: MESSAGE`` as one line on stderr."""
+  print(f"error: {one_line(message)}", file=sys.stderr)
+  sys.exit(status)
 
 
 def flag_value(argv: list[str], name: str) -> str | None:
@@ -70,6 +83,19 @@ def define_run_flags() -> tuple[flags.FlagHolder[bool], flags.FlagHolder[bool]]:
                             " one (config.ema.enabled); --noema for the raw generator."),
           flags.DEFINE_bool("best", False, "Load the checkpoint of the best FID measured during training"
                             " (DIR/best_checkpoint) instead of the latest."))
+
+
+def load_run(workdir: str, **options):
+  """``experiment.load_run(workdir, **options)`` for a command: a work directory that is not a run, or a checkpoint
+  it does not keep (``step=``, ``best=True``), exits with one line and status 2; checkpoints that cannot be read, or
+  that this version cannot read, with one line and status 1. Nothing in ``workdir`` is changed."""
+  from wgan_gp_jax.runner import checkpoint, experiment  # JAX and orbax: only for the commands that load a run
+  try:
+    return experiment.load_run(workdir, **options)
+  except FileNotFoundError as error:
+    fail(str(error))
+  except (checkpoint.CheckpointError, checkpoint.ConfigMismatchError) as error:
+    fail(str(error), RUN_ERROR_STATUS)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -34,7 +34,6 @@ from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
 
-from wgan_gp_jax.runner import experiment  # noqa: E402
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 from wgan_gp_jax.models import KERNEL_CHOICES  # noqa: E402
 
@@ -97,11 +96,7 @@ def main(argv: list[str]) -> None:
   else:
     if _STEP.value is not None and _BEST.value:
       cli.fail("--step and --best each choose a checkpoint: give one of them")
-    try:
-      run = experiment.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value,
-                                kernels=_KERNELS.value)
-    except FileNotFoundError as error:
-      cli.fail(str(error))
+    run = cli.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value, kernels=_KERNELS.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
     results = evaluation.evaluate_run(run, reference=reference,
                                       reference_split=_REFERENCE_SPLIT.value, **common)

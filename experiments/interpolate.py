@@ -50,10 +50,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix != ".png":
     raise app.UsageError(f"--out must end in .png (the GIF goes beside it), got {out}")
-  try:
-    run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
-  except FileNotFoundError as error:
-    cli.fail(str(error))
+  run = cli.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
   if run.config.kind != "image":
     raise app.UsageError(f"{_WORKDIR.value} is a {run.config.kind} run; interpolation needs an image run")
   latents = interpolation_latents(run.latents(_FACES.value, _SEED.value), _STEPS.value)

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import cli
-from wgan_gp_jax.runner import experiment, plotting
+from wgan_gp_jax.runner import plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a run.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", lower_bound=1)
@@ -29,10 +29,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix not in (".npz", ".png"):
     raise app.UsageError(f"--out must end in .npz or .png, got {out}")
-  try:
-    run = experiment.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
-  except FileNotFoundError as error:
-    cli.fail(str(error))
+  run = cli.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
   samples = run.sample(_NUM.value, _SEED.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix == ".npz":

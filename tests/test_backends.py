@@ -10,7 +10,6 @@ import pytest
 
 from checkpoint_testing import image_config
 from wgan_gp_jax import configuration
-from wgan_gp_jax.kernels import onednn
 from wgan_gp_jax.models import build_models, resolve_kernels
 from wgan_gp_jax.runner import experiment
 
@@ -227,7 +226,7 @@ def _penalty_step(models, generator_variables, critic_variables):
 
 
 @pytest.mark.parametrize("model, resolution, width", IMAGE_MODELS)
-def test_plain_flax_programs_have_no_custom_calls_or_custom_vjps(model, resolution, width):
+def test_plain_flax_programs_have_no_custom_calls_or_custom_vjps(model, resolution, width, request):
   """Under ``xla`` a training step's program holds lax's own operations only: no oneDNN custom call, no custom VJP in
   its jaxpr, none of the kernels' optimization barriers. Under ``cpu`` it holds the kernels' custom VJPs and, where
   oneDNN is enabled, calls it."""
@@ -244,8 +243,7 @@ def test_plain_flax_programs_have_no_custom_calls_or_custom_vjps(model, resoluti
 
   jaxpr, lowered = programs["cpu"]
   assert "custom_vjp" in jaxpr
-  if not onednn.enabled(jnp.float32):
-    pytest.skip("oneDNN's convolutions are off here: the cpu half checks the custom VJPs only")
+  request.getfixturevalue("onednn_convolutions")  # where they are off, the cpu half checks the custom VJPs only
   assert re.search(r"custom_call @wgan_gp_jax_onednn_\w+", lowered)
 
 
@@ -304,9 +302,7 @@ def test_celeba64_iteration_lowers_for_accelerators_without_cpu_custom_calls(var
       _custom_call_targets(program))
 
 
-def test_the_cpu_kernels_program_calls_onednn_where_the_accelerator_program_does_not():
+def test_the_cpu_kernels_program_calls_onednn_where_the_accelerator_program_does_not(onednn_convolutions):
   """The check above can fail: the same iteration with the CPU kernels, lowered for the CPU, calls oneDNN."""
-  if not onednn.enabled(jnp.float32):
-    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
   targets = _custom_call_targets(_celeba64_program("paper", "cpu", "cpu"))
   assert any(target.startswith("wgan_gp_jax_onednn") for target in targets), targets

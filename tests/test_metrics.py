@@ -106,8 +106,8 @@ def test_fid_refuses_covariance_whose_root_is_imaginary():
 # ---------------------------------------------------------------------------------------------
 # KID.
 
-def test_polynomial_kernel_matches_scikit_learn():
-  sklearn_pairwise = pytest.importorskip("sklearn.metrics.pairwise", reason="the reference kernel")
+def test_polynomial_kernel_matches_scikit_learn(import_or_missing):
+  sklearn_pairwise = import_or_missing("sklearn.metrics.pairwise", reason="the reference kernel")
   rng = np.random.default_rng(6)
   x, y = rng.standard_normal((7, 5)), rng.standard_normal((9, 5))
   np.testing.assert_allclose(
@@ -160,8 +160,8 @@ def test_kid_clips_subset_size_and_refuses_bad_shapes():
 # ---------------------------------------------------------------------------------------------
 # Precision and recall.
 
-def test_knn_radii_match_scikit_learn_nearest_neighbours():
-  neighbors = pytest.importorskip("sklearn.neighbors", reason="the reference nearest neighbours")
+def test_knn_radii_match_scikit_learn_nearest_neighbours(import_or_missing):
+  neighbors = import_or_missing("sklearn.neighbors", reason="the reference nearest neighbours")
   x = np.random.default_rng(10).standard_normal((300, 6))
   dist, _ = neighbors.NearestNeighbors(n_neighbors=4).fit(x).kneighbors(x)
   np.testing.assert_allclose(precision_recall.knn_radii(x, k=3, batch_size=70), dist[:, 3], rtol=1e-9)

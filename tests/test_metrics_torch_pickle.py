@@ -49,8 +49,8 @@ def test_flatten_arrays_keeps_only_arrays():
 
 
 @pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
-def test_tensors_match_torch_for_both_file_formats(tmp_path, zipped):
-  torch = pytest.importorskip("torch", reason="torch is the reference for its own file format")
+def test_tensors_match_torch_for_both_file_formats(tmp_path, zipped, import_or_missing):
+  torch = import_or_missing("torch", reason="torch is the reference for its own file format")
   g = torch.Generator().manual_seed(0)
   base = torch.randn(6, 5, generator=g)
   state = collections.OrderedDict(
@@ -72,8 +72,8 @@ def test_tensors_match_torch_for_both_file_formats(tmp_path, zipped):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated, still writes.
-def test_torchscript_module_parameters_match_torch(tmp_path):
-  torch = pytest.importorskip("torch", reason="torch writes the TorchScript archive")
+def test_torchscript_module_parameters_match_torch(tmp_path, import_or_missing):
+  torch = import_or_missing("torch", reason="torch writes the TorchScript archive")
 
   class Net(torch.nn.Module):
     def __init__(self):

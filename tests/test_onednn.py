@@ -12,13 +12,10 @@ import pytest
 
 from wgan_gp_jax.kernels import conv, onednn
 
-OFF_REASON = "oneDNN's convolutions are off here (WGAN_GP_JAX_ONEDNN=0, not Linux x86-64, or not installed)"
-
-
 @pytest.fixture
-def loaded():
-  if not onednn.enabled(jnp.float32):
-    pytest.skip(OFF_REASON)
+def loaded(onednn_convolutions):
+  """oneDNN's convolutions are loaded here (else conftest's ``onednn_convolutions`` skips the test, or fails it where
+  $WGAN_GP_JAX_REQUIRE names onednn)."""
 
 
 def _geometry_and_operands(channels=8):
@@ -52,8 +49,11 @@ def test_a_failing_build_says_why_and_leaves_nothing(loaded, tmp_path, monkeypat
 
 
 def _in_a_new_process(script: str, **environment) -> subprocess.CompletedProcess:
+  """Runs ``script`` with ``environment`` over this one's, less WGAN_GP_JAX_ONEDNN (which CI sets to 1): a test sets
+  it where it means to."""
+  inherited = {key: value for key, value in os.environ.items() if key != onednn.ENVIRONMENT_VARIABLE}
   return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "PYTHONPATH": os.getcwd(), **environment})
+                        env={**inherited, "PYTHONPATH": os.getcwd(), **environment})
 
 
 def _enabled_in_a_new_process(**environment) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Image input pipelines: TFDS datasets and prepared image folders, read with grain and without TensorFlow."""
 
-from wgan_gp_jax.data.images import DEFAULT_FACE_CROP, ImageFileError, Preprocessing, load_folder_images
+from wgan_gp_jax.data.images import (DEFAULT_FACE_CROP, ImageFileError, ImageSourceError, Preprocessing,
+                                     load_folder_images)
 from wgan_gp_jax.data.pipeline import DevicePrefetcher, make_train_iterator, prefetch_to_device, to_global
 from wgan_gp_jax.data.prepare import PreparedDataset, prepare_image_folder
 
@@ -8,6 +9,7 @@ __all__ = [
     "DEFAULT_FACE_CROP",
     "DevicePrefetcher",
     "ImageFileError",
+    "ImageSourceError",
     "PreparedDataset",
     "Preprocessing",
     "load_folder_images",

@@ -70,6 +70,15 @@ class ImageTooSmallError(ImageFileError):
   category = "too_small"
 
 
+class ImageSourceError(ValueError):
+  """An image folder or zip that cannot give any image: neither a folder nor a zip, without files, or without a usable
+  image (``ImageSourceNotFoundError``: missing). The message names it; the commands show it as one line."""
+
+
+class ImageSourceNotFoundError(ImageSourceError, FileNotFoundError):
+  """The image folder or zip does not exist."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Preprocessing:
   """What `preprocess_image` makes of an image: a `resolution` x `resolution` x `channels` uint8 array."""
@@ -179,10 +188,10 @@ class ImageSource(abc.ABC):
       return FolderSource(path)
     if path.is_file():
       if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: an image source must be a folder or a .zip archive of images; this file is"
-                         " neither")
+        raise ImageSourceError(f"{path}: an image source must be a folder or a .zip archive of images; this file is"
+                               " neither")
       return ZipSource(path)
-    raise FileNotFoundError(f"image folder or zip not found: {path}")
+    raise ImageSourceNotFoundError(f"image folder or zip not found: {path}")
 
   @abc.abstractmethod
   def read(self, name: str) -> bytes:
@@ -273,7 +282,8 @@ def load_folder_images(path: str | os.PathLike[str], *, resolution: int, crop: f
 
   Files are taken in sorted order of their relative names; unusable files (not an image, corrupt, too small) are
   skipped with a warning naming them, as preparation does. `limit` stops after that many usable images.
-  Raises ValueError if no file is usable.
+  Raises ``ImageSourceError`` (a ValueError) if no file is usable, ``ImageSourceNotFoundError`` (also a
+  FileNotFoundError) if `path` does not exist.
   """
   preprocessing = Preprocessing(resolution=resolution, crop=crop, channels=channels)
   images, errors = [], []
@@ -289,6 +299,6 @@ def load_folder_images(path: str | os.PathLike[str], *, resolution: int, crop: f
       logging.warning("load_folder_images skipped %d unusable files of %s, first: %s", len(errors), source.path,
                       "; ".join(str(error) for error in errors[:5]))
     if not images:
-      raise ValueError(f"no usable image in {source.path} ({len(source.names)} files"
-                       + (f", all unusable, first: {errors[0]}" if errors else "") + ")")
+      raise ImageSourceError(f"no usable image in {source.path} ({len(source.names)} files"
+                             + (f", all unusable, first: {errors[0]}" if errors else "") + ")")
   return np.stack(images)

@@ -114,9 +114,12 @@ def flip_choices(seed: int, positions: np.ndarray) -> np.ndarray:
 def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.Preprocessing, *,
                       split: str) -> tuple[Sequence[Mapping[str, Any]], _ToImage]:
   if config.image_folder:
-    prepared = prepare.prepare_image_folder(config.image_folder, resolution=preprocessing.resolution,
-                                            crop=preprocessing.crop, channels=preprocessing.channels,
-                                            data_dir=config.data_dir)
+    try:
+      prepared = prepare.prepare_image_folder(config.image_folder, resolution=preprocessing.resolution,
+                                              crop=preprocessing.crop, channels=preprocessing.channels,
+                                              data_dir=config.data_dir)
+    except images.ImageSourceError as error:  # the same class, the config key named
+      raise type(error)(f"config.data.image_folder: {error}") from error
     builder = tfds.builder_from_directory(os.fspath(prepared.directory))
     # Stored already preprocessed (see prepare.py): nothing to do at read time but check the shape.
     to_image = _ToImage(preprocessing, stored_preprocessed=True, description=str(prepared.directory))

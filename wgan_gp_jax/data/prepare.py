@@ -101,7 +101,8 @@ def prepare_image_folder(image_folder: str | os.PathLike[str], *, resolution: in
 
   Unusable files (not an image, corrupt or truncated, unsupported pixel format, too small for the crop) are skipped
   and listed by category in the report (logged, and saved as `preparation_report.json` in the dataset directory).
-  Raises FileNotFoundError for a missing path, and ValueError for a source with no usable image.
+  Raises ``images.ImageSourceNotFoundError`` (a FileNotFoundError) for a missing path, and ``images.ImageSourceError``
+  (a ValueError) for a source with no usable image.
   """
   preprocessing = images.Preprocessing(resolution=resolution, crop=crop, channels=channels)
   with images.ImageSource.open(image_folder) as source:
@@ -116,7 +117,7 @@ def prepare_image_folder(image_folder: str | os.PathLike[str], *, resolution: in
 def _prepare_atomically(source: images.ImageSource, preprocessing: images.Preprocessing,
                         directory: pathlib.Path) -> None:
   if not source.names:
-    raise ValueError(f"no files in {source.path}: an image folder or zip needs at least one image")
+    raise images.ImageSourceError(f"no files in {source.path}: an image folder or zip needs at least one image")
   logging.info("Preparing %d files of %s into %s", len(source.names), source.path, directory)
   incomplete = directory.with_name(f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex}_{directory.name}")
   incomplete.mkdir(parents=True)
@@ -162,8 +163,8 @@ def _write_prepared(source: images.ImageSource, preprocessing: images.Preprocess
       "preprocessing": preprocessing.to_json(),
   }
   if num_written == 0:
-    raise ValueError(f"none of the {len(source.names)} files in {source.path} is a usable image:\n"
-                     + format_report(report, directory=None))
+    raise images.ImageSourceError(f"none of the {len(source.names)} files in {source.path} is a usable image:\n"
+                                  + format_report(report, directory=None))
   (directory / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
   return report
 

@@ -13,10 +13,16 @@ FORMAT = "%(asctime)s %(levelname).1s %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 # Our modules: lines logged from a file under one of these folders pass at INFO.
 _OUR_FOLDERS = tuple(f"{os.sep}{name}{os.sep}" for name in ("wgan_gp_jax", "experiments"))
+# Orbax's lines that tell a user nothing, by the start of their message: that a checkpoint folder is opened read-only
+# (what a command that only reads a run means to do), and that a checkpoint's metadata file does not parse (such a
+# checkpoint is reported as unreadable, with that cause, by wgan_gp_jax.runner.checkpoint).
+_ORBAX_NOISE = ("Given directory is read only", "Failed to json parse Metadata file")
 
 
 def is_ours_or_important(record: logging.LogRecord) -> bool:
-  """Keeps our INFO lines and every library's warnings and errors."""
+  """Keeps our INFO lines and every library's warnings and errors, but for ``_ORBAX_NOISE``."""
+  if f"{os.sep}orbax{os.sep}" in record.pathname and str(record.msg).startswith(_ORBAX_NOISE):
+    return False
   return record.levelno >= logging.WARNING or any(folder in record.pathname for folder in _OUR_FOLDERS)
 
 
