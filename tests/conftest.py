@@ -57,7 +57,7 @@ def missing(resource: str, reason: str) -> NoReturn:
 # and the many short files even out the end.
 SLOWEST_FILES = ("test_checkpoint.py", "test_multihost.py", "test_train.py", "test_compare.py", "test_chaos.py",
                  "test_layers.py", "test_objectives.py", "test_faces.py", "test_benchmark.py", "test_inception.py",
-                 "test_configuration.py", "test_losses.py")
+                 "test_configuration.py", "test_user_mistakes.py", "test_figure1.py", "test_losses.py")
 
 
 def pytest_configure(config):
