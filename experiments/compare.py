@@ -13,8 +13,8 @@ wall-time budget), trained in ``WORKDIR/<name>``; it replaces ``--objectives``.
 
 Each objective trains in ``WORKDIR/<objective>`` with ``python -m experiments.train`` (so a stopped comparison resumes
 where it stopped), with the optimizer of its own paper where it has one (``objectives.RECOMMENDED_OPTIMIZERS``: the
-original WGAN's RMSProp at 5e-5) unless ``--nopaper_optimizers``; ``--config.*`` overrides apply to every objective
-(after those). Each run is then evaluated with ``python -m experiments.evaluate`` (FID, KID, precision/recall on
+original WGAN's RMSProp at 5e-5, DCGAN's Adam(2e-4, 0.5, 0.999) for ``ns``) unless ``--nopaper_optimizers``;
+``--config.*`` overrides apply to every objective (after those). Each run is then evaluated with ``python -m experiments.evaluate`` (FID, KID, precision/recall on
 ``--num_samples`` samples against the config's images, sampled from the EMA where the config keeps one), and the
 real-vs-real floor at the same N is measured beside them. Writes ``WORKDIR/comparison.md``, ``comparison.json``
 and ``comparison.png`` (a grid of samples per objective, side by side).
@@ -24,17 +24,15 @@ import json
 import os
 import pathlib
 import runpy
-import subprocess
 import sys
-import time
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import cli
+from experiments import cli, subruns
 from wgan_gp_jax import configuration, objectives
-from wgan_gp_jax.runner import host, workdir as workdir_lib
+from wgan_gp_jax.runner import host
 from wgan_gp_jax.names import unknown_name_message
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -50,7 +48,6 @@ _PAPER_OPTIMIZERS = flags.DEFINE_bool("paper_optimizers", True, "Train each obje
 _GRID = flags.DEFINE_integer("grid_samples", 36, "Samples per objective in the figure.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMING_FILE = "compare_train_seconds.json"
 
 
@@ -82,64 +79,16 @@ def _settings_text(settings: dict[str, object]) -> str:
   return ", ".join(f"{key}={value}" for key, value in settings.items() if key != "num_steps") or "as configured"
 
 
-def _run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  """The config a run was trained with, as ``experiments.train`` wrote it."""
-  return ml_collections.ConfigDict(json.loads((workdir / workdir_lib.CONFIG_FILENAME).read_text()))
-
-
-def _run(module: str, *args: str) -> float:
-  """Runs ``python -m module args`` from the repository root; its wall time in seconds."""
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
-  start = time.perf_counter()
-  result = subprocess.run([sys.executable, "-m", module, *args], cwd=_REPO, env=env)
-  if result.returncode:
-    cli.fail(f"python -m {module} {' '.join(args)} exited with status {result.returncode}")
-  return time.perf_counter() - start
-
-
 def _train(config_file: str, workdir: pathlib.Path, flags_: list[str], num_steps: int) -> float:
-  """Trains (or resumes) one run to ``num_steps``; the training wall time over all its starts."""
-  timing = workdir / _TIMING_FILE
-  recorded = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "step": 0}
-  if recorded["step"] < num_steps:
-    seconds = _run("experiments.train", f"--config={config_file}", f"--workdir={workdir}", *flags_)
-    recorded = {"seconds": recorded["seconds"] + seconds, "step": num_steps}
-    timing.write_text(json.dumps(recorded) + "\n")
-  return recorded["seconds"]
-
-
-def _evaluate(workdir: pathlib.Path, *args: str) -> dict:
-  """``experiments.evaluate``'s results, from its ``evaluation.json`` when made with the same arguments."""
-  path = workdir / workdir_lib.evaluation_filename()
-  marker = workdir / "compare_evaluation_args.json"
-  if not (path.exists() and marker.exists() and json.loads(marker.read_text()) == list(args)):
-    _run("experiments.evaluate", f"--workdir={workdir}", *args)
-    marker.write_text(json.dumps(list(args)) + "\n")
-  return json.loads(path.read_text())
-
-
-def _optimizer_text(config) -> str:
-  def describe(group):
-    if group.name == "adam":
-      return f"Adam({group.learning_rate:g}, {group.b1:g}, {group.b2:g})"
-    if group.name == "rmsprop":
-      return f"RMSProp({group.learning_rate:g})"
-    return f"SGD({group.learning_rate:g})"
-  critic, generator = describe(config.critic), describe(config.generator)
-  return critic if critic == generator else f"critic {critic}, generator {generator}"
-
-
-def _fmt(value, digits: int) -> str:
-  return "" if value is None else f"{value:.{digits}f}"
+  """Trains (or resumes) one run to ``num_steps`` with ``experiments.train``; the training wall time over all its
+  starts."""
+  return subruns.train_once(
+      workdir, num_steps,
+      lambda: subruns.run_module("experiments.train", f"--config={config_file}", f"--workdir={workdir}", *flags_),
+      timing_file=_TIMING_FILE)
 
 
 _METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "swd")
-
-
-def _metric_cells(results: dict, with_swd: bool) -> list[str]:
-  kid = "" if results.get("kid") is None else f"{results['kid']:.4f} ± {results.get('kid_std', 0):.4f}"
-  cells = [_fmt(results.get("fid"), 1), kid, _fmt(results.get("precision"), 3), _fmt(results.get("recall"), 3)]
-  return cells + [_fmt(results.get("swd"), 2)] if with_swd else cells
 
 
 def markdown_table(rows: list[dict], floor: dict | None, num_samples: int, *, label: str = "objective",
@@ -150,10 +99,11 @@ def markdown_table(rows: list[dict], floor: dict | None, num_samples: int, *, la
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
     cells = [f"`{row['name']}`", row["settings"], f"{row['steps']:,}", f"{row['train_minutes']:.1f} min",
-             *_metric_cells(row, with_swd)]
+             *subruns.metric_cells(row, with_swd)]
     lines.append("| " + " | ".join(cells) + " |")
   if floor is not None:
-    cells = [f"real vs real ({num_samples:,} vs {num_samples:,})", "", "", "", *_metric_cells(floor, with_swd)]
+    cells = [f"real vs real ({num_samples:,} vs {num_samples:,})", "", "", "",
+             *subruns.metric_cells(floor, with_swd)]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -197,10 +147,10 @@ def main(argv: list[str]) -> None:
       num_steps = _CONFIG.value.num_steps
     variant_flags = [f"--config.{key}={value}" for key, value in settings.items()]
     seconds = _train(config_file, run_dir, variant_flags + user_overrides, num_steps)
-    config = _run_config(run_dir)
-    results = _evaluate(run_dir, *evaluate_args)
+    config = subruns.run_config(run_dir)
+    results = subruns.evaluate_once(run_dir, *evaluate_args)
     rows.append({
-        "name": name, "settings": _optimizer_text(config) if label == "objective" else _settings_text(settings),
+        "name": name, "settings": subruns.optimizer_text(config) if label == "objective" else _settings_text(settings),
         "overrides": settings, "steps": results.get("step", config.num_steps),
         "train_minutes": seconds / 60, "train_seconds": seconds, "workdir": str(run_dir),
         "generator": results.get("generator"),
@@ -210,7 +160,7 @@ def main(argv: list[str]) -> None:
     reference = config.data.image_folder or None
     floor_args = ["--real_floor", f"--resolution={config.data.resolution}", f"--crop={config.data.crop}",
                   *evaluate_args, *([f"--reference={reference}"] if reference else [])]
-    floor = _evaluate(workdir / "real_floor", *floor_args)
+    floor = subruns.evaluate_once(workdir / "real_floor", *floor_args)
 
   machine = f"{host.cpu_model()}, {os.cpu_count()} cores"
   table = markdown_table(rows, floor, _NUM_SAMPLES.value, label=label, settings=settings_label)

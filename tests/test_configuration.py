@@ -122,7 +122,7 @@ def _train(*flags: str) -> subprocess.CompletedProcess:
     (["--config.batch_size=0"], "error: config: batch_size must be a positive integer, got 0"),
     (["--config.objective.name=hinj"],
      "error: config: unknown objective.name 'hinj'; did you mean 'hinge'? (valid: wgan_gp, wgan_lp,"
-     " wgan_gp_whole_batch, wgan_clip, hinge, ns_r1, dragan)"),
+     " wgan_gp_whole_batch, wgan_clip, hinge, ns, lsgan, ns_r1, dragan)"),
     (["--config.batch_size=abc"], "error: flag --config.batch_size=abc:"),
 ])
 def test_command_line_mistakes_are_one_line_and_exit_status_2(tmp_path, flags, message):

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, MutableMapping
 import ml_collections
 
 from wgan_gp_jax import augment, objectives, optimizers, train
-from wgan_gp_jax.models import KERNEL_CHOICES, MODELS, compute_dtype, dcgan
+from wgan_gp_jax.models import KERNEL_CHOICES, MODELS, compute_dtype, critic_normalization, dcgan
 from wgan_gp_jax.names import unknown_name_message
 
 KINDS = ("toy", "image")
@@ -115,10 +115,16 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
   config.n_critic = 5  # critic updates per generator update (Gulrajani et al. 2017)
 
   config.model = ml_collections.ConfigDict(dict(
-      name="toy_mlp" if kind == "toy" else "dcgan",  # "toy_mlp", "dcgan" or "resnet"
+      # "toy_mlp", "dcgan", "resnet", or the paper's robustness architectures "g_no_bn", "g_mlp", "no_norm",
+      # "gated", "tanh", "resnet101" (wgan_gp_jax.models.paper_architectures)
+      name="toy_mlp" if kind == "toy" else "dcgan",
       width=64,
       latent_dim=128,
-      layer_norm=False,  # critic: layer norm over C, H, W (dcgan); never batch norm
+      layer_norm=False,  # critic: layer norm over C, H, W (dcgan, and the paper's architectures)
+      # The critic's normalisation: "none", "layer", "batch" (batch statistics; refused with an input-gradient
+      # penalty) or "auto": the paper's rule for its robustness architectures (layer norm with a gradient penalty,
+      # batch norm otherwise), model.layer_norm for dcgan, none for toy_mlp and resnet (models.critic_normalization).
+      critic_norm="auto",
       # Activations and products: "float32" or "bfloat16". Parameters, optimizer states, batch-norm statistics, the
       # EMA, samples, scores, losses and penalties stay float32 (param_dtype: "float32" only; see compute_dtype).
       dtype="float32",
@@ -216,11 +222,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            unknown_name_message("model.kernels", config.model.kernels, KERNEL_CHOICES))
     _check((config.kind == "toy") == (config.model.name == "toy_mlp"),
            f"model.name={config.model.name!r} does not make {config.kind} runs: toy runs use 'toy_mlp', image runs"
-           " 'dcgan' or 'resnet'")
+           f" {', '.join(repr(name) for name in MODELS if name != 'toy_mlp')}")
     if config.kind == "image":
       _named("data.resolution", dcgan.num_resolution_doublings, config.data.resolution)
       _check(config.data.channels in (1, 3), f"data.channels must be 1 or 3, got {config.data.channels}")
     training_parts(config)  # each group checked by the module that builds it
+    critic_normalization(config)  # the critic's normalisation against the objective (batch norm: no gradient penalty)
     for key in ("log_every", "figure_every", "num_fixed_samples"):
       _check(config.logging[key] > 0, f"logging.{key} must be positive, got {config.logging[key]}")
     _check(config.checkpoint.every > 0 and config.checkpoint.keep > 0, "checkpoint.every and checkpoint.keep must be"

@@ -322,6 +322,28 @@ def non_saturating_generator_loss(fake_scores: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-_as_scores(fake_scores, "fake_scores")))
 
 
+def least_squares_critic_loss(real_scores: jax.Array, fake_scores: jax.Array, *, real_target: float = 1.0,
+                              fake_target: float = 0.0) -> jax.Array:
+  r"""``0.5 * mean (D(real) - b)^2 + 0.5 * mean (D(fake) - a)^2``, the LSGAN critic loss, with ``b = real_target``
+  and ``a = fake_target`` (the 0-1 coding ``a = 0, b = 1`` by default). The scores are not squashed.
+
+  References:
+    Mao et al., `Least Squares Generative Adversarial Networks <https://arxiv.org/abs/1611.04076>`_, 2017 (eq. 2).
+  """
+  real_scores = _as_scores(real_scores, "real_scores")
+  fake_scores = _as_scores(fake_scores, "fake_scores")
+  return 0.5 * jnp.mean(jnp.square(real_scores - real_target)) + 0.5 * jnp.mean(jnp.square(fake_scores - fake_target))
+
+
+def least_squares_generator_loss(fake_scores: jax.Array, *, target: float = 1.0) -> jax.Array:
+  r"""``0.5 * mean (D(fake) - c)^2``, the LSGAN generator loss, with ``c = target`` (1 in the 0-1 coding).
+
+  References:
+    Mao et al., `Least Squares Generative Adversarial Networks <https://arxiv.org/abs/1611.04076>`_, 2017 (eq. 2).
+  """
+  return 0.5 * jnp.mean(jnp.square(_as_scores(fake_scores, "fake_scores") - target))
+
+
 def clip_weights(params: Any, clip_value: float) -> Any:
   """Every parameter clipped to ``[-clip_value, clip_value]``: the original WGAN's constraint on the critic, applied to
   the parameters after each optimizer update (a projection, exact to the last bit, unlike an optax update that

@@ -49,21 +49,31 @@ class Objective:
       ``critic_loss``, ``wasserstein_estimate`` (mean D(real) - mean D(fake)), ``real_score`` and ``fake_score``.
     generator_loss: ``fake_scores -> loss``.
     critic_constraint: ``params -> params``, applied after every critic optimizer update (weight clipping), or None.
+    allows_critic_batch_norm: whether a critic that normalises with batch statistics may train under it: True only
+      where ``critic_loss`` has no input-gradient penalty (which needs each example's score to depend on that example
+      alone) and scores the real and the fake batch in separate passes (so batch statistics never mix them, as in
+      the DCGAN, LSGAN and WGAN papers' code). ``models.build_models`` refuses ``model.critic_norm="batch"`` where it
+      is False.
   """
   name: str
   critic_loss: CriticLoss
   generator_loss: GeneratorLoss
   critic_constraint: Callable[[Any], Any] | None = None
+  allows_critic_batch_norm: bool = False
 
 
 def _regularised(score_loss: Callable[[jax.Array, jax.Array], jax.Array],
-                 regulariser: Regulariser | None = None) -> CriticLoss:
-  """A critic loss of the scores of one pass over ``[real; fake]``, plus a regulariser."""
+                 regulariser: Regulariser | None = None, *, separate_passes: bool = False) -> CriticLoss:
+  """A critic loss of the scores of one pass over ``[real; fake]`` (with ``separate_passes``, one pass over each), plus
+  a regulariser."""
 
   def critic_loss(critic_fn, real, fake, key):
     real, fake = losses.check_pair(real, fake)
-    scores = losses.critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
-    real_scores, fake_scores = jnp.split(scores, 2)
+    if separate_passes:
+      real_scores, fake_scores = losses.critic_scores(critic_fn, real), losses.critic_scores(critic_fn, fake)
+    else:
+      scores = losses.critic_scores(critic_fn, jnp.concatenate([real, fake], axis=0))
+      real_scores, fake_scores = jnp.split(scores, 2)
     loss = score_loss(real_scores, fake_scores)
     penalty_metrics = {}
     if regulariser is not None:
@@ -120,15 +130,37 @@ def wgan_gp_whole_batch(config: ml_collections.ConfigDict) -> Objective:
 
 def wgan_clip(config: ml_collections.ConfigDict) -> Objective:
   """The original WGAN (Arjovsky et al. 2017): no penalty; every critic weight clipped to ``[-clip, clip]`` after each
-  update (``losses.clip_weights``). Its paper trains with RMSProp at lr 5e-5 (``RECOMMENDED_OPTIMIZERS``)."""
-  return Objective("wgan_clip", _regularised(losses.wasserstein_critic_loss), losses.wasserstein_generator_loss,
-                   critic_constraint=functools.partial(losses.clip_weights, clip_value=config.clip))
+  update (``losses.clip_weights``). Its paper trains with RMSProp at lr 5e-5 (``RECOMMENDED_OPTIMIZERS``). The real
+  and the fake batch are scored in separate passes, as in its authors' code, so a batch-norm critic may train under
+  it."""
+  return Objective("wgan_clip", _regularised(losses.wasserstein_critic_loss, separate_passes=True),
+                   losses.wasserstein_generator_loss,
+                   critic_constraint=functools.partial(losses.clip_weights, clip_value=config.clip),
+                   allows_critic_batch_norm=True)
 
 
 def hinge(config: ml_collections.ConfigDict) -> Objective:
   """The hinge loss (Lim & Ye 2017; SAGAN, BigGAN), no penalty."""
   del config
   return Objective("hinge", _regularised(losses.hinge_critic_loss), losses.wasserstein_generator_loss)
+
+
+def ns(config: ml_collections.ConfigDict) -> Objective:
+  """The original GAN's non-saturating loss with no regulariser, as DCGAN trains it (Goodfellow et al. 2014; Radford
+  et al. 2016): ``losses.non_saturating_critic_loss`` and ``losses.non_saturating_generator_loss`` on logits. The
+  real and the fake batch are scored in separate passes, so a batch-norm critic may train under it."""
+  del config
+  return Objective("ns", _regularised(losses.non_saturating_critic_loss, separate_passes=True),
+                   losses.non_saturating_generator_loss, allows_critic_batch_norm=True)
+
+
+def lsgan(config: ml_collections.ConfigDict) -> Objective:
+  """The least-squares GAN (Mao et al. 2017) in its 0-1 coding, no regulariser: ``losses.least_squares_critic_loss``
+  and ``losses.least_squares_generator_loss``. The real and the fake batch are scored in separate passes, so a
+  batch-norm critic may train under it."""
+  del config
+  return Objective("lsgan", _regularised(losses.least_squares_critic_loss, separate_passes=True),
+                   losses.least_squares_generator_loss, allows_critic_batch_norm=True)
 
 
 def ns_r1(config: ml_collections.ConfigDict) -> Objective:
@@ -161,6 +193,8 @@ OBJECTIVES: Mapping[str, Callable[[ml_collections.ConfigDict], Objective]] = {
     "wgan_gp_whole_batch": wgan_gp_whole_batch,
     "wgan_clip": wgan_clip,
     "hinge": hinge,
+    "ns": ns,
+    "lsgan": lsgan,
     "ns_r1": ns_r1,
     "dragan": dragan,
 }
@@ -175,6 +209,29 @@ RECOMMENDED_OPTIMIZERS: Mapping[str, Mapping[str, object]] = {
     # ... cause instability"), n_critic 5.
     "wgan_clip": {"critic.name": "rmsprop", "critic.learning_rate": 5e-5, "critic.momentum": 0.0,
                   "generator.name": "rmsprop", "generator.learning_rate": 5e-5, "generator.momentum": 0.0},
+    # Radford et al. (2016), DCGAN: Adam, lr 2e-4, beta1 0.5 (beta2 TensorFlow's default, 0.999).
+    "ns": {"critic.name": "adam", "critic.learning_rate": 2e-4, "critic.b1": 0.5, "critic.b2": 0.999,
+           "generator.name": "adam", "generator.learning_rate": 2e-4, "generator.b1": 0.5, "generator.b2": 0.999},
+}
+
+
+def _both_networks(**settings: object) -> dict[str, object]:
+  return {f"{network}.{key}": value for network in ("critic", "generator") for key, value in settings.items()}
+
+
+# The settings of the WGAN-GP paper's architecture-robustness experiment (Gulrajani et al. 2017, section 5.2, Figure
+# 2), "the hyperparameters recommended in each method's paper" as its Appendix E lists them, one set per objective for
+# every architecture, with the critic updates per generator update of the authors' gan_64x64.py (5 for the WGANs, 1
+# for DCGAN and LSGAN). Appendix E gives WGAN-GP Adam's beta1 as 0.5 (gan_64x64.py has 0). The RMSProp of
+# gan_64x64.py is TensorFlow's (decay 0.9, epsilon 1e-10 inside the square root). ``experiments.architecture_grid``
+# trains every architecture with these.
+ROBUSTNESS_SETTINGS: Mapping[str, Mapping[str, object]] = {
+    "wgan_gp": {"n_critic": 5, "objective.gp_weight": 10.0,
+                **_both_networks(name="adam", learning_rate=1e-4, b1=0.5, b2=0.9)},
+    "wgan_clip": {"n_critic": 5, "objective.clip": 0.01,
+                  **_both_networks(name="rmsprop", learning_rate=5e-5, decay=0.9, eps=1e-10, momentum=0.0)},
+    "ns": {"n_critic": 1, **_both_networks(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999)},
+    "lsgan": {"n_critic": 1, **_both_networks(name="rmsprop", learning_rate=1e-4, decay=0.9, eps=1e-10, momentum=0.0)},
 }
 
 

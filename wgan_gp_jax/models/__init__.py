@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import flax.linen as nn
 import jax.numpy as jnp
 
-from wgan_gp_jax import kernels
+from wgan_gp_jax import kernels, objectives
+from wgan_gp_jax.models import paper_architectures
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
 from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
@@ -27,7 +28,10 @@ class Models:
   sample_shape: tuple[int, ...]
 
 
-MODELS = ("toy_mlp", "dcgan", "resnet")
+# The paper's robustness experiment's architectures (``paper_architectures``) follow ``toy_mlp``, ``dcgan`` (its
+# baseline) and ``resnet`` (the CIFAR-10 ResNet).
+MODELS = ("toy_mlp", "dcgan", "resnet") + paper_architectures.ARCHITECTURES[1:]
+CRITIC_NORM_CHOICES = ("auto",) + paper_architectures.CRITIC_NORMS  # model.critic_norm
 DTYPES = ("float32", "bfloat16")  # model.dtype
 PARAM_DTYPES = ("float32",)  # model.param_dtype
 KERNEL_CHOICES = kernels.CHOICES  # model.kernels
@@ -67,29 +71,88 @@ def resolve_kernels(choice: str, platform: str | None = None) -> str:
   return kernels.resolve(choice, platform, setting="model.kernels")
 
 
+# Models older than ``model.critic_norm``: under ``"auto"`` their critics stay as they were (``dcgan``: layer norm
+# where ``model.layer_norm``, else none; the others none), and ``toy_mlp`` and ``resnet`` take no other.
+_CRITIC_NORMS_BEFORE_THE_KEY = {"toy_mlp": ("none",), "resnet": ("none",), "dcgan": paper_architectures.CRITIC_NORMS}
+
+
+def critic_normalization(config: ml_collections.ConfigDict) -> str:
+  """The critic's normalisation, ``"none"``, ``"layer"`` or ``"batch"``, from ``model.critic_norm``, ``model.name``
+  and the objective ``config.objective`` builds.
+
+  ``"auto"`` (the default) is: for the architectures of the paper's robustness experiment other than ``dcgan``
+  (``paper_architectures``), its rule, ``paper_architectures.paper_critic_norm`` (layer norm where the objective
+  penalises input gradients, batch norm where it allows a batch-norm critic; ``no_norm``: none); for ``dcgan``
+  layer norm where ``model.layer_norm`` and none otherwise, its critic before this key (the robustness experiment's
+  cells name the paper's rule for it, ``experiments/configs/robustness_cell.py``); none for ``toy_mlp`` and
+  ``resnet``.
+
+  Raises ``ValueError`` (one line, naming the key) for an unknown choice, a normalisation the architecture does not
+  have, ``model.layer_norm=True`` beside another explicit choice, and ``"batch"`` with an objective that does not allow
+  a batch-norm critic (``objectives.Objective.allows_critic_batch_norm``): a gradient penalty needs each example's
+  score to depend on that example alone, and batch norm makes it depend on the whole batch.
+  """
+  model = config.model
+  choice = getattr(model, "critic_norm", "auto")
+  if choice not in CRITIC_NORM_CHOICES:
+    raise ValueError(unknown_name_message("model.critic_norm", choice, CRITIC_NORM_CHOICES))
+  layer_norm = bool(getattr(model, "layer_norm", False)) and model.name not in ("toy_mlp", "resnet")
+  if layer_norm and choice not in ("auto", "layer"):
+    raise ValueError(f"model.layer_norm=True asks for layer norm in the critic and model.critic_norm={choice!r} for"
+                     " another: set only one of them")
+  supported = _CRITIC_NORMS_BEFORE_THE_KEY.get(model.name) or paper_architectures.SUPPORTED_CRITIC_NORMS[model.name]
+  objective = None
+  if choice == "auto":
+    if layer_norm:
+      choice = "layer"
+    elif model.name in _CRITIC_NORMS_BEFORE_THE_KEY or supported == ("none",):
+      choice = "none"
+    else:
+      objective = objectives.build_objective(config.objective)
+      choice = paper_architectures.paper_critic_norm(allows_batch_norm=objective.allows_critic_batch_norm)
+  if choice not in supported:
+    raise ValueError(f"model.critic_norm={choice!r}: the {model.name} critic takes only {', '.join(supported)}")
+  if choice == "batch":
+    objective = objective or objectives.build_objective(config.objective)
+    if not objective.allows_critic_batch_norm:
+      raise ValueError(f"model.critic_norm='batch' cannot train with objective.name={config.objective.name!r}: its"
+                       " input-gradient penalty needs each example's score to depend on that example alone, and batch"
+                       " norm makes it depend on the whole batch; use 'layer' (as the paper) or 'none'")
+  return choice
+
+
 def build_models(config: ml_collections.ConfigDict, *, platform: str | None = None) -> Models:
-  """Builds the models of the ``model`` config group (``name``: ``toy_mlp``, ``dcgan`` or ``resnet``; ``dtype``:
-  ``float32`` or ``bfloat16``, see ``compute_dtype``; ``kernels``, resolved for ``platform`` by ``resolve_kernels``)
-  for the examples of the ``data`` group.
+  """Builds the models of the ``model`` config group (``name``: one of ``MODELS``; ``dtype``: ``float32`` or
+  ``bfloat16``, see ``compute_dtype``; ``kernels``, resolved for ``platform`` by ``resolve_kernels``; the critic's
+  normalisation, ``critic_normalization``) for the examples of the ``data`` group.
 
   The image models' layers are the CPU kernels' or plain flax's as ``kernels`` resolves, with the same variables under
   both; the toy MLPs are plain flax (``nn.Dense``) under every choice.
   """
   model = config.model
+  if model.name not in MODELS:
+    raise ValueError(unknown_name_message("model.name", model.name, MODELS))
   shape = sample_shape(config)
   dtype = compute_dtype(model)
   choice = resolve_kernels(model.kernels, platform)
+  critic_norm = critic_normalization(config)
   if model.name == "toy_mlp":
     return Models(ToyGenerator(hidden=model.width, dtype=dtype), ToyCritic(hidden=model.width, dtype=dtype),
                   model.latent_dim, shape)
   resolution, _, channels = shape
   if model.name == "dcgan":
+    if critic_norm == "batch":
+      critic = paper_architectures.ConvCritic(width=model.width, norm="batch", dtype=dtype, kernels=choice)
+    else:
+      critic = DCGANCritic(width=model.width, layer_norm=critic_norm == "layer", dtype=dtype, kernels=choice)
     return Models(
         DCGANGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype, kernels=choice),
-        DCGANCritic(width=model.width, layer_norm=model.layer_norm, dtype=dtype, kernels=choice),
-        model.latent_dim, shape)
+        critic, model.latent_dim, shape)
   if model.name == "resnet":
     return Models(
         ResNetGenerator(resolution=resolution, channels=channels, width=model.width, dtype=dtype, kernels=choice),
         ResNetCritic(width=model.width, dtype=dtype, kernels=choice), model.latent_dim, shape)
-  raise ValueError(unknown_name_message("model.name", model.name, MODELS))
+  generator, critic = paper_architectures.build(model.name, resolution=resolution, channels=channels,
+                                                width=model.width, critic_norm=critic_norm, dtype=dtype,
+                                                kernels=choice)
+  return Models(generator, critic, model.latent_dim, shape)

@@ -37,16 +37,18 @@ from wgan_gp_jax import configuration, objectives
 from wgan_gp_jax.runner import workdir as workdir_lib
 
 # Config keys that may differ between a checkpoint and the config that resumes it: how long the run goes, how often
-# it reports, evaluates and saves, how many devices share the work, and where prepared data is cached. Any other difference (the
-# model, the optimizer, the data, the seed...) would silently make a different run, and is refused.
+# it reports, evaluates and saves, how many devices share the work, where prepared data is cached, and how the layers
+# are computed. Any other difference (the model, the optimizer, the data, the seed...) would silently make a different
+# run, and is refused.
 RESUMABLE_CHANGES = frozenset({
     "num_steps", "logging.log_every", "logging.figure_every", "logging.num_fixed_samples", "checkpoint.every",
-    "checkpoint.keep", "checkpoint.keep_period", "checkpoint.lock_stale_seconds", "num_devices", "data.data_dir", "evaluation.every",
-    "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction", "model.kernels",
+    "checkpoint.keep", "checkpoint.keep_period", "checkpoint.lock_stale_seconds", "num_devices", "data.data_dir",
+    "evaluation.every", "evaluation.num_samples", "evaluation.reference", "evaluation.max_time_fraction", "model.kernels",
 })
 # Keys added to the config after checkpoints were made without them, with the value that does what those checkpoints'
 # runs did: a checkpoint's config that lacks one is read as having it.
-ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto"}
+ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto",
+              "model.critic_norm": "auto"}
 # Values renamed since checkpoints were made with them, per key: a saved and a requested config are compared by the
 # current names, so that a run resumes under either.
 RENAMED_VALUES = {"objective.name": objectives.RENAMED}

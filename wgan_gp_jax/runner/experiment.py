@@ -59,7 +59,8 @@ def _abstract_state(config: ml_collections.ConfigDict, models: Models, parts: co
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Array, start_step: int) -> Iterator[jax.Array]:
+def _toy_batches(config: ml_collections.ConfigDict, sharding, key_data: jax.Array,
+                 start_step: int) -> Iterator[jax.Array]:
   """Fresh toy data for every iteration, a pure function of (seed, step)."""
 
   @jax.jit
@@ -304,8 +305,7 @@ def _locked(workdir: epath.Path, stale_after_seconds: float) -> Iterator[None]:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Models, parts: configuration.TrainingParts,
-           mesh: jax.sharding.Mesh,
-           abstract_state: train_lib.TrainState) -> Run:
+           mesh: jax.sharding.Mesh, abstract_state: train_lib.TrainState) -> Run:
   replicated = train_lib.replicated(mesh)
   data_sharding = train_lib.iteration_data_sharding(mesh)
   image_batches = None

@@ -103,6 +103,35 @@ def save_labelled_grids(path: str | pathlib.Path, panels: list[tuple[str, np.nda
   plt.close(fig)
 
 
+def save_labelled_grid_table(path: str | pathlib.Path, row_labels: list[str], column_labels: list[str],
+                             cells: list[list[tuple[str, np.ndarray] | None]]) -> None:
+  """A table of image grids, as the paper's Figure 2: ``cells[r][c]`` is ``(caption, uint8 images)`` (or None, left
+  blank) under column ``column_labels[c]``, in row ``row_labels[r]``."""
+  if len(cells) != len(row_labels) or any(len(row) != len(column_labels) for row in cells):
+    raise ValueError(f"cells must be {len(row_labels)} rows of {len(column_labels)} cells")
+  fig, axes = plt.subplots(len(row_labels), len(column_labels), squeeze=False,
+                           figsize=(3 * len(column_labels) + 1, 3.3 * len(row_labels) + 0.5))
+  for r, row in enumerate(cells):
+    for c, cell in enumerate(row):
+      ax = axes[r][c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for spine in ax.spines.values():
+        spine.set_visible(False)
+      if cell is not None:
+        caption, images = cell
+        grid = image_grid(images)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", interpolation="nearest")
+        ax.set_xlabel(caption)
+      if r == 0:
+        ax.set_title(column_labels[c], fontsize=13)
+      if c == 0:
+        ax.set_ylabel(row_labels[r], fontsize=13)
+  fig.tight_layout()
+  _save_figure(fig, path)
+  plt.close(fig)
+
+
 def save_curves(path: str | pathlib.Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], *, xlabel: str,
                 ylabel: str, title: str = "", floor: float | None = None) -> None:
   """Lines ``label -> (x, y)`` with markers; ``floor`` draws a dashed horizontal reference (e.g. real-vs-real FID)."""
