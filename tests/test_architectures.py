@@ -185,7 +185,7 @@ def test_validate_refuses_normalisations_an_architecture_does_not_have():
 
 @pytest.mark.parametrize("architecture", ["g_no_bn", "tanh", "gated", "resnet101"])
 def test_layer_norm_critics_score_each_example_on_its_own(architecture):
-  models = build_models(_config(architecture, "wgan_gp", **{"model.kernels": "xla"}))
+  models = _shallow(build_models(_config(architecture, "wgan_gp", **{"model.kernels": "xla"})), blocks=2)
   x = jax.random.uniform(jax.random.key(0), (4,) + models.sample_shape, minval=-1, maxval=1)
   variables = jax.jit(models.critic.init)(jax.random.key(1), x)
   scores = jax.jit(models.critic.apply)(variables, x)
@@ -205,9 +205,9 @@ def test_each_architecture_trains_with_each_objective_without_nan(architecture):
   for objective in GRID_OBJECTIVES:
     config = _config(architecture, objective, **{"model.kernels": "xla"})
     configuration.validate(config)
-    # The 101-layer ResNet compiles for minutes per objective: its blocks train here in a network of 5 (the full depth
+    # The 101-layer ResNet compiles for minutes per objective: its blocks train here in a network of 2 (the full depth
     # builds in the tests above, and trains in experiments.architecture_grid).
-    models = _shallow(build_models(config), blocks=5)
+    models = _shallow(build_models(config), blocks=2)
     parts = configuration.training_parts(config)
     state = train_lib.init_state(models, parts.optimizers, seed=0, ema=False)
     iteration = jax.jit(train_lib.make_train_iteration(models, parts.objective, parts.optimizers,
@@ -235,35 +235,26 @@ def test_every_cell_of_the_grid_makes_a_valid_config():
       assert (config.data.resolution, config.batch_size, config.ema.enabled) == (32, 64, False)
 
 
-def test_the_grid_trains_evaluates_and_writes_its_table_and_figure(face_folder, command_env, tmp_path):
-  from wgan_gp_jax.metrics import inception
-  try:
-    inception.load_inception()
-    fid_args = ["--fid_samples=16"]
-  except RuntimeError:  # no cached weights and no package index: train and draw only
-    fid_args = ["--no_fid"]
+def test_the_grid_trains_and_writes_its_table_and_figure_and_resumes_cell_by_cell(face_folder, command_env, tmp_path):
+  # FID per cell is experiments.subruns' evaluation, which tests/test_compare.py runs with the Inception network: here
+  # the grid trains, records and draws (an Inception evaluation per cell would triple this test's time).
+  fid_args = ["--no_fid"]
   workdir = tmp_path / "grid"
   args = [sys.executable, "-m", "experiments.architecture_grid", f"--workdir={workdir}", "--resolution=16",
-          "--width=8", "--batch_size=8", "--steps=2", "--architectures=dcgan,gated", "--objectives=wgan_gp,ns",
+          "--width=8", "--batch_size=8", "--steps=2", "--architectures=gated", "--objectives=wgan_gp,ns",
           "--grid_samples=4", f"--image_folder={face_folder}", f"--data_dir={tmp_path / 'tfds'}", *fid_args]
   result = subprocess.run(args, cwd=REPO_ROOT, env=command_env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]
   summary = json.loads((workdir / "architecture_robustness.json").read_text())
   cells = summary["cells"]
-  assert [(c["architecture"], c["objective"]) for c in cells] == [
-      ("dcgan", "wgan_gp"), ("dcgan", "ns"), ("gated", "wgan_gp"), ("gated", "ns")]
+  assert [(c["architecture"], c["objective"]) for c in cells] == [("gated", "wgan_gp"), ("gated", "ns")]
   for cell in cells:
     assert set(architecture_grid_record_keys()) <= set(cell)
     assert cell["generator_steps"] == 2 and cell["train_seconds"] > 0 and not cell["diverged"]
     assert cell["critic_norm"] == ("layer" if cell["objective"] == "wgan_gp" else "batch")
     config = json.loads((workdir / f"{cell['architecture']}__{cell['objective']}" / "config.json").read_text())
     assert config["model"]["name"] == cell["architecture"] and config["n_critic"] == cell["n_critic"]
-    if fid_args == ["--no_fid"]:
-      assert cell["fid"] is None and cell["kid"] is None
-    else:
-      assert cell["fid"] > 0 and cell["kid"] is not None and cell["fid_samples"] == 16
-  if fid_args != ["--no_fid"]:
-    assert summary["real_floor"]["fid"] >= 0
+    assert cell["fid"] is None and cell["kid"] is None
   table = (workdir / "architecture_robustness.md").read_text()
   assert "| architecture | WGAN-GP | DCGAN (ns) |" in table and "| `gated` |" in table
   assert (workdir / "architecture_robustness.png").read_bytes()[:4] == b"\x89PNG"
