@@ -45,7 +45,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 import ml_collections
 from absl import app, flags
@@ -95,27 +94,19 @@ def cell_name(architecture: str, objective: str) -> str:
 
 
 def _train_cell(config: ml_collections.ConfigDict, cell_dir: pathlib.Path) -> dict:
-  """Trains (or resumes, or skips) one cell: ``{"train_seconds", "diverged"}`` (``diverged``: the message of a
-  non-finite run, else None)."""
+  """Trains (or resumes, or skips) one cell: ``subruns.train_once``'s record (``seconds``, ``cpu``, ``commit``) and
+  ``diverged`` (the message of a non-finite run, else None)."""
   divergence = cell_dir / DIVERGENCE_FILE
   if divergence.exists():
     return json.loads(divergence.read_text())
-
-  def train() -> float:
-    start = time.perf_counter()
-    experiment.train_and_evaluate(config, cell_dir)
-    return time.perf_counter() - start
-
-  start = time.perf_counter()
   try:
-    seconds = subruns.train_once(cell_dir, config.num_steps, train, timing_file=TIMING_FILE)
+    timing = subruns.train_once(cell_dir, config.num_steps, lambda: experiment.train_and_evaluate(config, cell_dir),
+                                timing_file=TIMING_FILE)
   except experiment.NonFiniteError as error:
-    timing = cell_dir / TIMING_FILE
-    before = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
-    record = {"train_seconds": before + time.perf_counter() - start, "diverged": str(error)}
+    record = json.loads((cell_dir / TIMING_FILE).read_text()) | {"diverged": str(error)}
     divergence.write_text(json.dumps(record) + "\n")
     return record
-  return {"train_seconds": seconds, "diverged": None}
+  return timing | {"diverged": None}
 
 
 def markdown_tables(records: list[dict], floor: dict | None, *, architectures: list[str], objective_names: list[str],
@@ -191,7 +182,7 @@ def main(argv: list[str]) -> None:
   reference = _REFERENCE.value or (None if _DATASET.value else str(pathlib.Path(_IMAGE_FOLDER.value).absolute()))
   reference_args = [f"--reference={reference}"] if reference else []
   evaluate_args = ["--metrics=fid,kid", f"--num_samples={_FID_SAMPLES.value}", *reference_args]
-  cpu, commit = host.cpu_model(), subruns.git_commit()
+  commit = subruns.git_commit()
 
   records, pictures = [], {}
   try:
@@ -206,14 +197,14 @@ def main(argv: list[str]) -> None:
       pictures[architecture, objective] = samples
       values = {
           "architecture": architecture, "objective": objective, "generator_steps": step,
-          "train_seconds": trained["train_seconds"], "fid": results.get("fid"),
+          "train_seconds": trained["seconds"], "fid": results.get("fid"),
           "fid_samples": None if _NO_FID.value or trained["diverged"] else _FID_SAMPLES.value,
-          "kid": results.get("kid"), "cpu": cpu, "commit": commit}
+          "kid": results.get("kid"), "cpu": trained.get("cpu"), "commit": trained.get("commit")}
       records.append({key: values[key] for key in RECORD_KEYS} | {
           "kid_std": results.get("kid_std"), "diverged": trained["diverged"], "critic_norm": config.model.critic_norm,
           "optimizer": subruns.optimizer_text(config), "n_critic": config.n_critic, "width": config.model.width,
           "resolution": resolution, "batch_size": config.batch_size, "workdir": str(cell_dir)})
-      print(f"cell {cell_dir.name}: {trained['train_seconds'] / 60:.1f} min of training, FID {results.get('fid')}",
+      print(f"cell {cell_dir.name}: {trained['seconds'] / 60:.1f} min of training, FID {results.get('fid')}",
             flush=True)
   except preemption.RunInterrupted as stop:
     print(stop, file=sys.stderr)
@@ -230,7 +221,8 @@ def main(argv: list[str]) -> None:
   fid_samples = None if _NO_FID.value else _FID_SAMPLES.value
   tables = markdown_tables(records, floor, architectures=_ARCHITECTURES.value, objective_names=_OBJECTIVES.value,
                            fid_samples=fid_samples)
-  machine = f"{cpu}, {os.cpu_count()} cores"
+  cpus = sorted({part for r in records if r["cpu"] for part in r["cpu"].split(" + ")})
+  machine = f"{' + '.join(cpus) or host.cpu_description()}, {os.cpu_count()} cores"
   (workdir / f"{RESULTS_NAME}.md").write_text(
       f"{tables}\n{resolution}x{resolution}, {_STEPS.value:,} generator steps per cell, batch {_BATCH_SIZE.value};"
       f" {machine}; commit {commit}.\n")

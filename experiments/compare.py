@@ -85,7 +85,7 @@ def _train(config_file: str, workdir: pathlib.Path, flags_: list[str], num_steps
   return subruns.train_once(
       workdir, num_steps,
       lambda: subruns.run_module("experiments.train", f"--config={config_file}", f"--workdir={workdir}", *flags_),
-      timing_file=_TIMING_FILE)
+      timing_file=_TIMING_FILE)["seconds"]
 
 
 _METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "swd")

@@ -18,6 +18,7 @@ from typing import Callable
 import ml_collections
 
 from experiments import cli
+from wgan_gp_jax.runner import host
 from wgan_gp_jax.runner import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,18 +41,32 @@ def run_module(module: str, *args: str) -> float:
   return time.perf_counter() - start
 
 
-def train_once(workdir: pathlib.Path, num_steps: int, train: Callable[[], float], *, timing_file: str) -> float:
-  """Calls ``train()`` (which trains or resumes the run in ``workdir`` to ``num_steps`` and returns its wall time)
-  unless ``workdir/timing_file`` records that the run reached ``num_steps``; returns the training wall time over all
-  its starts, as recorded there."""
+def train_once(workdir: pathlib.Path, num_steps: int, train: Callable[[], object], *, timing_file: str) -> dict:
+  """Calls ``train()`` (which trains or resumes the run in ``workdir`` to ``num_steps``) unless ``workdir/timing_file``
+  records that the run reached ``num_steps``. Returns that record: ``seconds`` (the training wall time over all its
+  starts, interrupted ones included), ``step``, and the ``cpu`` and ``commit`` of every start (joined by " + " where
+  they differ)."""
   timing = workdir / timing_file
   recorded = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "step": 0}
-  if recorded["step"] < num_steps:
-    seconds = train()
-    recorded = {"seconds": recorded["seconds"] + seconds, "step": num_steps}
+  if recorded["step"] >= num_steps:
+    return recorded
+  start, finished = time.perf_counter(), False
+  try:
+    train()
+    finished = True
+  finally:
+    recorded = {"seconds": recorded["seconds"] + time.perf_counter() - start,
+                "step": num_steps if finished else recorded["step"],
+                "cpu": _joined(recorded.get("cpu"), host.cpu_description()),
+                "commit": _joined(recorded.get("commit"), git_commit())}
     timing.parent.mkdir(parents=True, exist_ok=True)
     timing.write_text(json.dumps(recorded) + "\n")
-  return recorded["seconds"]
+  return recorded
+
+
+def _joined(before: str | None, now: str | None) -> str | None:
+  parts = before.split(" + ") if before else []
+  return " + ".join(parts + [now] if now and now not in parts else parts) or None
 
 
 def evaluate_once(workdir: pathlib.Path, *args: str) -> dict:

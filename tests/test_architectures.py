@@ -18,6 +18,7 @@ from wgan_gp_jax import configuration, objectives
 from wgan_gp_jax import train as train_lib
 from wgan_gp_jax.models import Models, build_models, critic_normalization, paper_architectures
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
+from wgan_gp_jax.runner import host
 from wgan_gp_jax.models.layers import layer_set
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -255,6 +256,7 @@ def test_the_grid_trains_and_writes_its_table_and_figure_and_resumes_cell_by_cel
     config = json.loads((workdir / f"{cell['architecture']}__{cell['objective']}" / "config.json").read_text())
     assert config["model"]["name"] == cell["architecture"] and config["n_critic"] == cell["n_critic"]
     assert cell["fid"] is None and cell["kid"] is None
+    assert cell["cpu"] == host.cpu_description()  # the machine that trained the cell, recorded when it trained
   table = (workdir / "architecture_robustness.md").read_text()
   assert "| architecture | WGAN-GP | DCGAN (ns) |" in table and "| `gated` |" in table
   assert (workdir / "architecture_robustness.png").read_bytes()[:4] == b"\x89PNG"

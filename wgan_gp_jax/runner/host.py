@@ -89,6 +89,15 @@ def cpu_model() -> str:
   return _cpuinfo_fields().get("model name") or platform.processor() or "unknown CPU"
 
 
+def cpu_description() -> str:
+  """``cpu_model()`` with its family and model numbers (``AMD EPYC (family 25 model 17)``): model names alone do not
+  tell apart the CPU generations a cloud's machines change between."""
+  fields = _cpuinfo_fields()
+  if fields.get("cpu family") is None:
+    return cpu_model()
+  return f"{cpu_model()} (family {fields['cpu family']} model {fields.get('model')})"
+
+
 def cpu_info() -> dict[str, object]:
   """What a benchmark figure depends on: model name, family/model/stepping, core count and ISA flags.
 
