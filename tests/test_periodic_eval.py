@@ -1,16 +1,18 @@
 """FID while training: logged as fid_<N>, the best checkpoint kept, resumed without evaluating again or losing the
-best, its cost bounded. A stand-in Inception whose FID follows a script keeps it fast and exact."""
+best, its steps planned once (cost bounded) so that an interrupted run evaluates what an uninterrupted one does. A stand-in Inception whose FID follows a script keeps it fast and exact."""
 
 import json
+import os
 import pathlib
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
 from checkpoint_testing import assert_same_state, image_config, metrics_without_time
 from wgan_gp_jax import configuration
-from wgan_gp_jax.runner import experiment, periodic_eval, workdir as workdir_lib
+from wgan_gp_jax.runner import experiment, periodic_eval, preemption, workdir as workdir_lib
 
 _DIMS = 4
 
@@ -87,12 +89,13 @@ def test_fid_is_logged_with_n_the_best_checkpoint_kept_and_a_resume_does_not_eva
   assert int(experiment.load_run(tmp_path / "run", best=True).state.step) == 10
 
 
-def test_a_run_without_evaluations_due_never_loads_the_inception(face_folder, tmp_path, monkeypatch):
-  scripted = ScriptedFID([])
+def test_the_last_step_is_evaluated_even_before_evaluation_every(face_folder, tmp_path, monkeypatch):
+  scripted = ScriptedFID([1.0])
   monkeypatch.setattr(periodic_eval, "load_fid_model", scripted)
   experiment.train_and_evaluate(_config(face_folder, tmp_path / "tfds", **{
       "evaluation.every": 1000, "num_steps": 2, "checkpoint.every": 2}), tmp_path)
-  assert scripted.loads == 0 and not (tmp_path / workdir_lib.BEST_CHECKPOINT_DIRNAME).exists()
+  assert scripted.loads == 1 and sorted(_fids(tmp_path)) == [2]
+  assert periodic_eval.best_state_record(tmp_path)["step"] == 2
 
 
 def test_without_weights_the_run_goes_on_without_fid(face_folder, tmp_path, monkeypatch):
@@ -104,43 +107,87 @@ def test_without_weights_the_run_goes_on_without_fid(face_folder, tmp_path, monk
   assert int(run.state.step) == 2 and not _fids(tmp_path)
 
 
-class _Clock:
-  def __init__(self):
-    self.now = 0.0
+def test_the_cadence_is_the_smallest_multiple_of_every_within_the_time_bound():
+  # 100 generator steps of 1 s, evaluations of 10 s, at most a quarter of the wall time: E <= 0.25 * (100 + E) allows
+  # E <= 33 s, three evaluations: the first (10), one at 50 and the last (100).
+  plan = dict(every=10, num_steps=100, step_seconds=1.0, evaluation_seconds=10.0)
+  assert periodic_eval.plan_cadence(**plan, max_time_fraction=0.25) == 50
+  assert periodic_eval.evaluation_steps(every=10, cadence=50, num_steps=100) == [10, 50, 100]
+  assert periodic_eval.plan_cadence(**plan, max_time_fraction=1.0) == 10  # every multiple of every
+  # Nothing fits: the first and the last only.
+  assert periodic_eval.plan_cadence(**plan, max_time_fraction=0.01) == 100
+  assert periodic_eval.evaluation_steps(every=10, cadence=100, num_steps=100) == [10, 100]
+  # The last step is evaluated where no multiple falls on it; an every beyond the run leaves only the last.
+  assert periodic_eval.evaluation_steps(every=4, cadence=8, num_steps=21) == [4, 8, 16, 21]
+  assert periodic_eval.evaluation_steps(every=50, cadence=50, num_steps=20) == [20]
+  with pytest.raises(ValueError, match="every and num_steps must be positive"):
+    periodic_eval.plan_cadence(**{**plan, "every": 0}, max_time_fraction=0.5)
 
-  def __call__(self):
-    return self.now
 
-
-def test_evaluations_are_postponed_while_they_would_take_more_than_the_budget(monkeypatch):
-  clock = _Clock()
-  monkeypatch.setattr(periodic_eval.time, "perf_counter", clock)
+def test_the_plan_is_kept_by_later_starts_with_the_same_evaluation_settings(tmp_path):
   config = configuration.override(configuration.default_config("image"), {
-      "evaluation.every": 10, "evaluation.num_samples": 8, "evaluation.max_time_fraction": 0.2})
-  scripted = ScriptedFID([1.0] * 10)
+      "num_steps": 21, "evaluation.every": 4, "evaluation.num_samples": 8, "evaluation.max_time_fraction": 0.5})
+  fid = periodic_eval.PeriodicFID(config, tmp_path)
+  assert [step for step in range(1, 22) if fid.due(step)] == [4, 8, 12, 16, 20, 21]  # not planned yet
+  fid.plan(4, step_seconds=1.0, evaluation_seconds=8.0)  # E <= 21: two evaluations of 8 s, the first and the last
+  assert fid.cadence == 21 and [step for step in range(1, 22) if fid.due(step)] == [4, 21]
+  fid.plan(8, step_seconds=100.0, evaluation_seconds=0.0)  # planned once
+  assert fid.cadence == 21
+  assert periodic_eval.PeriodicFID(config, tmp_path).cadence == 21  # a later start reads it
+  for changed in ({"evaluation.every": 2}, {"evaluation.num_samples": 16}, {"evaluation.max_time_fraction": 0.2}):
+    assert periodic_eval.PeriodicFID(configuration.override(config, changed), tmp_path).cadence is None, changed
 
-  def slow_load(config):
-    clock.now += 100.0  # the one-off load (the real images' features, computed once per data set) is not counted
-    model = scripted(config)
 
+class PixelFID:
+  """An ``FIDModel`` loader whose features are a function of the images (their first pixels), so that equal samples
+  have equal FIDs; ``interrupt_at_call`` sends this process SIGINT during that evaluation (0-based)."""
+
+  def __init__(self, interrupt_at_call=None):
+    self.interrupt_at_call = interrupt_at_call
+    self.calls = 0
+
+  def __call__(self, config):
     def features(images):
-      clock.now += 10.0  # each evaluation takes 10 s
-      return model.features(images)
-    return periodic_eval.FIDModel(features, model.real_mu, model.real_sigma, "slow")
+      if self.calls == self.interrupt_at_call:
+        os.kill(os.getpid(), signal.SIGINT)
+      self.calls += 1
+      return images.reshape(len(images), -1)[:, :_DIMS].astype(np.float64) / 255.0
 
-  fid = periodic_eval.PeriodicFID(config, pathlib.Path("/nonexistent"), slow_load)
-  sample = lambda num, seed: np.zeros((num, 16, 16, 3), np.uint8)
-  assert fid.due(5, run_seconds=1.0) is False  # not a multiple of every
-  assert fid.due(10, run_seconds=1.0) is True  # the first is never postponed
-  assert fid.evaluate(sample, 10)["fid_seconds"] == 10.0
-  # 10 s spent, the next estimated at 10 s: allowed once 20 <= 0.2 * (run + 10), i.e. after 90 s of run time
-  # (not counting the load's 100 s).
-  assert fid.due(20, run_seconds=160.0) is None
-  assert fid.due(30, run_seconds=189.0) is None
-  assert fid.due(40, run_seconds=191.0) is True
-  fid.evaluate(sample, 40)
-  assert fid.due(50, run_seconds=220.0) is None  # 30 s would be over 0.2 * 130 s
-  assert fid.due(60, run_seconds=300.0) is True
+    return periodic_eval.FIDModel(features, np.full(_DIMS, 0.5), np.eye(_DIMS) * 0.05, "pixels")
+
+
+def test_a_run_interrupted_during_an_evaluation_evaluates_the_same_steps_and_keeps_the_same_best(
+    face_folder, tmp_path, monkeypatch):
+  data_dir = tmp_path / "tfds"
+  config = _config(face_folder, data_dir, num_steps=11, **{"evaluation.max_time_fraction": 0.5})
+  plans = []
+
+  def plan_cadence(**kwargs):  # the measured times differ between runs: the plan is what must not change
+    plans.append(kwargs)
+    return 4
+
+  monkeypatch.setattr(periodic_eval, "plan_cadence", plan_cadence)
+  monkeypatch.setattr(periodic_eval, "load_fid_model", PixelFID())
+  experiment.train_and_evaluate(config, tmp_path / "run")
+  fids = _fids(tmp_path / "run")
+  assert sorted(fids) == [2, 4, 8, 11] and len(plans) == 1 and plans[0]["every"] == 2  # the last step evaluated
+  assert plans[0]["step_seconds"] > 0 and plans[0]["evaluation_seconds"] > 0
+  best = periodic_eval.best_state_record(tmp_path / "run")
+  assert best["value"] == min(fids.values()) and fids[best["step"]] == best["value"]
+
+  # SIGINT during the evaluation at step 4: the run saves step 5 and stops; the restart follows the plan.
+  monkeypatch.setattr(periodic_eval, "load_fid_model", PixelFID(interrupt_at_call=1))
+  with pytest.raises(preemption.RunInterrupted) as stop:
+    experiment.train_and_evaluate(config, tmp_path / "stopped")
+  assert stop.value.step == 5 and sorted(_fids(tmp_path / "stopped")) == [2, 4] and len(plans) == 2
+  monkeypatch.setattr(periodic_eval, "load_fid_model", PixelFID())
+  resumed = experiment.train_and_evaluate(config, tmp_path / "stopped")
+  assert len(plans) == 2  # the restart reads the plan of the stopped start
+  assert _fids(tmp_path / "stopped") == fids
+  assert periodic_eval.best_state_record(tmp_path / "stopped") == best
+  assert_same_state(experiment.load_run(tmp_path / "stopped", best=True).state,
+                    experiment.load_run(tmp_path / "run", best=True).state)
+  assert_same_state(resumed.state, experiment.load_run(tmp_path / "run").state)
 
 
 def test_evaluation_config_is_checked():

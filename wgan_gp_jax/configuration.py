@@ -169,9 +169,9 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
   # Every so many generator steps; the newest `keep` are kept, and those at multiples of keep_period (0: none) too.
   # The work directory's lock (wgan_gp_jax.runner.workdir_lock) is stale after lock_stale_seconds without a heartbeat.
   config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_period=0, lock_stale_seconds=300.0))
-  # FID while training (image runs; wgan_gp_jax.runner.periodic_eval): every so many generator steps (0: never), of
-  # num_samples samples against the Inception features of evaluation.reference ("": data.image_folder); due
-  # evaluations are postponed while evaluations would take more than max_time_fraction of the run's wall time.
+  # FID while training (image runs; wgan_gp_jax.runner.periodic_eval): first at generator step `every` (0: never), then
+  # at a multiple of it planned then so that evaluations take at most max_time_fraction of the run's wall time, and at
+  # the last step; num_samples samples against the Inception features of evaluation.reference ("": data.image_folder).
   config.evaluation = ml_collections.ConfigDict(dict(every=0, num_samples=2000, reference="", max_time_fraction=0.15))
   return config
 

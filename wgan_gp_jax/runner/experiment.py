@@ -354,17 +354,25 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
         start_step=start_step, num_steps=config.num_steps, images_per_step=config.n_critic * config.batch_size,
         show_bar=None if jax.process_index() == 0 else False))
     schedule = schedule_lib.Schedule.from_config(config)
+    timed_from = None  # the end of this start's first step (its compilation), from which steps are timed
     for step in range(start_step + 1, config.num_steps + 1):
       state, metrics = iteration(state, next(batches))
+      timed_from = timed_from or time.perf_counter()
       non_finite.note(metrics, state)
       speed.step_done(step)
       stop_signal = stop_requests.signal_at(step)
-      evaluation_granted = fid is not None and bool(fid.due(step, run_seconds=time.perf_counter() - started))
+      evaluation_granted = fid is not None and fid.due(step)
       actions = schedule.actions(step, stop_requested=stop_signal is not None, evaluation_granted=evaluation_granted)
       if actions.reads_state:
         # Waits for the step. Past this check the state is finite: it may be logged, drawn, evaluated and saved.
         non_finite.check(checkpoints.latest_step())
-      evaluation = _evaluate(fid, Run(config, models, state), workdir, step) if actions.evaluate else {}
+      evaluation = {}
+      if actions.evaluate:
+        timed_steps = step - start_step - 1
+        step_seconds = (time.perf_counter() - (timed_from if timed_steps else started)) / max(timed_steps, 1)
+        evaluation = _evaluate(fid, Run(config, models, state), workdir, step)
+        if evaluation:
+          fid.plan(step, step_seconds=step_seconds, evaluation_seconds=evaluation["fid_seconds"])
       if actions.log or evaluation:
         _write_log_line(writer, speed, step, metrics, evaluation, started=started)
       if actions.draw and jax.process_index() == 0:

@@ -1,6 +1,5 @@
 """When the training loop logs, draws, evaluates, saves and stops: a pure function of the generator step, the config's
-cadences, and what the loop learns while running (a stop request; whether the evaluation due at the step fits within
-its cost bound, which ``periodic_eval`` decides from the time spent).
+cadences, the run's evaluation plan (``periodic_eval``: which steps are evaluated) and a stop request.
 
 After generator step ``step`` of a run of ``num_steps`` steps:
 
@@ -9,7 +8,8 @@ After generator step ``step`` of a run of ``num_steps`` steps:
             of a stopped and resumed run reads as if it had never stopped); a step whose evaluation gives values
             logs them too
   draw      every ``logging.figure_every`` steps and at the last step
-  evaluate  every ``evaluation.every`` steps (0: never; ``evaluation_due``) when the cost bound grants it
+  evaluate  at the steps of the run's evaluation plan (``periodic_eval.PeriodicFID.due``: the first at
+            ``evaluation.every``, 0: never; then a planned multiple of it, and the last step)
   stop      on a stop request (SIGTERM, Ctrl-C), once the step is saved
 """
 
@@ -52,8 +52,8 @@ class Schedule:
                figure_every=config.logging.figure_every, checkpoint_every=config.checkpoint.every)
 
   def actions(self, step: int, *, stop_requested: bool, evaluation_granted: bool) -> Actions:
-    """The actions after generator ``step``. ``evaluation_granted``: an evaluation is due at ``step`` and its cost
-    bound allows it (``periodic_eval.PeriodicFID.due``)."""
+    """The actions after generator ``step``. ``evaluation_granted``: the evaluation plan evaluates ``step``
+    (``periodic_eval.PeriodicFID.due``)."""
     is_last = step == self.num_steps
     regular_save = step % self.checkpoint_every == 0 or is_last
     return Actions(

@@ -44,6 +44,7 @@ METRICS_FILENAME = "metrics.jsonl"
 TENSORBOARD_DIRNAME = "tensorboard"
 BEST_CHECKPOINT_DIRNAME = "best_checkpoint"
 BEST_RECORD_FILENAME = "best.json"  # in BEST_CHECKPOINT_DIRNAME
+EVALUATION_PLAN_FILENAME = "evaluation_plan.json"
 FIGURES_DIRNAME = "figures"
 SAMPLES_DIRNAME = "samples"
 UNREADABLE_CHECKPOINTS_DIRNAME = "unreadable_checkpoints"
