@@ -48,6 +48,9 @@ _REFERENCE = flags.DEFINE_string("reference", None, "Folder of real images (defa
                                  "image_folder, else the shared CelebA faces).")
 _REFERENCE_SPLIT = flags.DEFINE_string("reference_split", "all", "'all' or 'start:stop' of the "
                                        "sorted reference images.")
+_HELD_OUT = flags.DEFINE_bool("held_out", True, "For a run with data.held_out evaluated against its own image folder:"
+                              " metrics against the training images, and FID/KID against the held-out images, their"
+                              " floor and the memorisation check too (with the picture <evaluation>_memorisation.png).")
 _REAL_FLOOR = flags.DEFINE_bool("real_floor", False, "Compare reference images [0, N) with [N, 2N).")
 _RESOLUTION = flags.DEFINE_integer("resolution", 32, "Floor mode: the image resolution.")
 _CROP = flags.DEFINE_float("crop", None, "Center crop fraction (default: the run's, else the "
@@ -77,6 +80,25 @@ def _print_table(results: dict) -> None:
     print(f"{key:<{width}}  {shown}")
 
 
+def _draw_closest_pairs(path: pathlib.Path, run, results: dict) -> None:
+  """The samples nearest to a training image beside those training images, and the held-out images nearest to a
+  training image beside theirs (memorisation would show as samples nearer their pair than held-out faces are)."""
+  from wgan_gp_jax.metrics import reference as reference_lib
+  from wgan_gp_jax.runner import plotting
+
+  report = results["memorisation"]
+  real = reference_lib.load_reference_images(results["reference"], resolution=results["resolution"],
+                                             crop=results["crop"], channels=results["channels"])
+  held_out_start = reference_lib.parse_split(results["held_out_split"], len(real)).start
+  samples = run.sample(results["num_samples"], results["seed"])
+  closest_samples, closest_held_out = report["closest_samples"], report["closest_held_out"]
+  plotting.save_labelled_grids(path, [
+      ("samples nearest a training face", samples[[p["index"] for p in closest_samples]]),
+      ("their nearest training faces", real[[p["training_index"] for p in closest_samples]]),
+      ("held-out faces nearest a training face", real[[held_out_start + p["index"] for p in closest_held_out]]),
+      ("their nearest training faces", real[[p["training_index"] for p in closest_held_out]])])
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -98,8 +120,13 @@ def main(argv: list[str]) -> None:
       cli.fail("--step and --best each choose a checkpoint: give one of them")
     run = cli.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value, kernels=_KERNELS.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
-    results = evaluation.evaluate_run(run, reference=reference,
-                                      reference_split=_REFERENCE_SPLIT.value, **common)
+    own_folder = not _REFERENCE.value and bool(run.config.data.get("image_folder"))
+    held_out = run.config.data.get("held_out", 0) if own_folder and _HELD_OUT.value else 0
+    if held_out and _REFERENCE_SPLIT.value != "all":
+      cli.fail(f"--reference_split={_REFERENCE_SPLIT.value}: this run keeps out data.held_out={held_out} images, and"
+               " is scored against its training and its held-out images; give --noheld_out to score against a split")
+    results = evaluation.evaluate_run(run, reference=reference, reference_split=_REFERENCE_SPLIT.value,
+                                      held_out=held_out, **common)
     results["generator"] = "ema" if run.samples_from_ema else "raw"
     raw_of_ema_run = run.has_ema and not run.samples_from_ema
     results["step"] = int(run.state.step)
@@ -107,6 +134,10 @@ def main(argv: list[str]) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
   output = workdir / workdir_lib.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
   workdir_lib.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
+  if "memorisation" in results:
+    picture = output.parent / f"{output.stem}_memorisation.png"
+    _draw_closest_pairs(picture, run, results)
+    print(f"wrote {picture}")
   _print_table(results)
   print(f"wrote {output}")
 

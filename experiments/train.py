@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from experiments import cli
 from wgan_gp_jax import configuration, data
 from wgan_gp_jax.runner import checkpoint, experiment, host, preemption, workdir_lock
+from wgan_gp_jax.runner import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
@@ -53,16 +54,29 @@ def _initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def _remove_if_empty(workdir, made_now: bool) -> None:
+  """A refused run leaves no empty work directory behind it (one that existed before is left alone)."""
+  try:
+    if made_now and workdir.is_dir() and not any(workdir.iterdir()):
+      workdir.rmdir()
+  except OSError:
+    pass
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host.keep_freed_memory()  # before the first JAX computation: no page faults per step (BENCHMARKS.md)
   _initialize_distributed()
+  workdir = workdir_lib.workdir_path(_WORKDIR.value)
+  new_workdir = not workdir.exists()
   try:
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    experiment.train_and_evaluate(_CONFIG.value, workdir)
   except configuration.ConfigError as error:
+    _remove_if_empty(workdir, new_workdir)
     cli.fail(f"config: {error}")
   except data.ImageSourceError as error:  # the message names the config key and the folder
+    _remove_if_empty(workdir, new_workdir)
     cli.fail(str(error))
   except preemption.RunInterrupted as stop:
     print(stop, file=sys.stderr)

@@ -46,7 +46,8 @@ def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, co
   workdir = tmp_path / "compare"
   args = [f"--variants={variants}", f"--workdir={workdir}", "--num_samples=16", "--metrics=swd", "--grid_samples=4",
           f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-          "--config.data.resolution=16", "--config.model.width=4", "--config.batch_size=8", "--config.n_critic=2",
+          "--config.data.resolution=16", "--config.data.held_out=8", "--config.model.width=4", "--config.batch_size=8",
+          "--config.n_critic=2",
           "--config.logging.figure_every=100"]
   result = _compare(*args, env=command_env)
   assert result.returncode == 0, result.stderr[-4000:]

@@ -203,6 +203,19 @@ def test_each_epoch_is_a_new_permutation_of_all_images(faces):
   assert first_epoch != second_epoch
 
 
+def test_held_out_images_are_the_last_sorted_ones_and_never_read(faces):
+  folder, data_dir = faces
+  iterator = pipeline.make_train_iterator(_config(image_folder=str(folder), data_dir=str(data_dir), held_out=16))
+  faces_in_order = list(_expected_faces(folder, images.Preprocessing(resolution=32)).values())  # sorted names
+  trained, held_out = faces_in_order[:NUM_FACES - 16], faces_in_order[NUM_FACES - 16:]
+  epochs = [_rows(_take(iterator, (NUM_FACES - 16) // 16)) for _ in range(3)]
+  for epoch in epochs:
+    assert sorted(epoch) == sorted(trained)
+  assert not set(held_out) & {row for epoch in epochs for row in epoch}
+  with pytest.raises(images.ImageSourceError, match=f"held_out: {NUM_FACES} keeps out every one of the {NUM_FACES} images"):
+    pipeline.make_train_iterator(_config(image_folder=str(folder), data_dir=str(data_dir), held_out=NUM_FACES))
+
+
 def test_order_is_a_function_of_the_seed(faces):
   folder, data_dir = faces
   config = _config(image_folder=str(folder), data_dir=str(data_dir), random_flip=True)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from wgan_gp_jax import toy_data
 from wgan_gp_jax.data import images as images_lib
-from wgan_gp_jax.metrics import evaluation, inception, reference
+from wgan_gp_jax.metrics import evaluation, inception, memorisation, reference
 
 FAKE_PARAMS = types.SimpleNamespace(source="fake_weights.npz", has_logits=False)
 
@@ -119,6 +119,44 @@ def test_evaluate_run_of_a_generator_that_returns_real_images_scores_like_real_d
   worse = evaluation.evaluate_run(_image_run(image_folder, noise), metrics=["fid", "swd"],
                                 num_samples=64, reference=image_folder, cache=str(tmp_path / "cache"))
   assert worse["fid"] > 100 * max(results["fid"], 1e-3) and worse["swd"] > results["swd"]
+
+
+def test_a_run_with_held_out_images_is_scored_against_both_sets_and_checked_for_memorisation(
+    image_folder, tmp_path, fake_inception):
+  real = images_lib.load_folder_images(image_folder, resolution=16, crop=1.0)  # 64 images: 48 trained, 16 held out
+  kw = dict(metrics=["fid", "kid"], num_samples=48, reference=image_folder, held_out=16, cache=str(tmp_path / "c"))
+  copier = evaluation.evaluate_run(_image_run(image_folder, real[:48]), **kw)  # returns its training images
+  assert (copier["reference_split"], copier["held_out_split"]) == ("0:48", "48:64")
+  assert copier["num_real"] == 48 and copier["held_out"]["num_real"] == 16
+  assert abs(copier["fid"]) < 1e-6  # against the training images: perfect
+  # Against the held-out images the copier scores what the training images themselves score there: the floor.
+  np.testing.assert_allclose(copier["held_out"]["fid"], copier["held_out_floor"]["fid"], rtol=1e-6)
+  copies = copier["memorisation"]
+  assert copies["sample_distance"]["median"] == 0.0 and copies["samples_below_held_out_q01"] == 1.0
+  assert all(pair["training_index"] == pair["index"] for pair in copies["closest_samples"])
+
+  # A generator of new faces (here: the held-out faces themselves, 3 times) is no nearer the training faces than they.
+  fresh = evaluation.evaluate_run(_image_run(image_folder, np.concatenate([real[48:]] * 3)), **kw)
+  for quantile in ("min", "median"):  # the same distances, three times over
+    assert fresh["memorisation"]["sample_distance"][quantile] == fresh["memorisation"]["held_out_distance"][quantile]
+  assert fresh["memorisation"]["samples_below_held_out_q01"] <= 1 / 16  # at most the nearest of the 16 held-out faces
+  # The copier is the better model of the training faces, the generator of new faces the better of the held-out ones.
+  assert copier["fid"] < fresh["fid"] and fresh["held_out"]["fid"] < copier["held_out"]["fid"]
+  with pytest.raises(ValueError, match="reference_split must be 'all'"):
+    evaluation.evaluate_run(_image_run(image_folder, real), **kw, reference_split="0:32")
+  with pytest.raises(ValueError, match="must keep out some but not all of the 64 images"):
+    evaluation.evaluate_run(_image_run(image_folder, real), **{**kw, "held_out": 64})
+
+
+def test_nearest_neighbours_are_the_brute_force_ones():
+  rng = np.random.default_rng(0)
+  queries, references = rng.normal(size=(300, 7)), rng.normal(size=(50, 7))
+  distances, indices = memorisation.nearest_neighbours(queries, references, batch_size=64)
+  brute = np.linalg.norm(queries[:, None, :] - references[None, :, :], axis=-1)
+  np.testing.assert_array_equal(indices, brute.argmin(axis=1))
+  np.testing.assert_allclose(distances, brute.min(axis=1), rtol=1e-9)
+  with pytest.raises(ValueError, match=r"\(N, D\) and \(M, D\)"):
+    memorisation.nearest_neighbours(queries, references[:, :3])
 
 
 def test_evaluate_run_without_weights_still_reports_swd(image_folder, tmp_path, monkeypatch):

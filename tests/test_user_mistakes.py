@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wgan_gp_jax.data import prepare
+
 from checkpoint_testing import IMAGE_CONFIG_FILE, REPO_ROOT, TOY_CONFIG_FILE, TOY_OVERRIDES, train_command
 
 # Checkpoints at steps 5 and 10.
@@ -91,6 +93,16 @@ def test_train_with_an_image_folder_of_thumbnails_only(tmp_path, command_env):
   _assert_one_line_error(result, USAGE_ERROR, f"config.data.image_folder: none of the 3 files in {folder} is a usable"
                          " image:", f"{folder}/2.png: image is too small (8x8)", progress_lines=True)
   assert not list((tmp_path / "tfds").rglob("1.0.0")), "nothing half-prepared is left"
+
+
+def test_train_holding_out_every_image(face_folder, tmp_path, command_env):
+  """celeba32 holds out 1,000 faces: on a folder of 64 that is every one. One line, and no work directory left."""
+  prepare.prepare_image_folder(face_folder, resolution=32, data_dir=tmp_path / "tfds")  # its report is many lines
+  result = _run(_image_training(face_folder, tmp_path), command_env)
+  _assert_one_line_error(result, USAGE_ERROR,
+                         f"config.data.held_out: 1000 keeps out every one of the 64 images of {face_folder}",
+                         progress_lines=True)
+  assert not (tmp_path / "run").exists()
 
 
 def test_train_on_the_work_directory_of_another_config(toy_run_copy, command_env):

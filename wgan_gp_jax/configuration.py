@@ -144,6 +144,9 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
         data_dir=ml_collections.config_dict.placeholder(str),  # TFDS data dir; None: TFDS's default
         crop=160 / 178,  # CelebA protocol of Lucic et al. (2018); 1.0 for square sources
         random_flip=True,
+        # The last held_out of the sorted images (or of the TFDS train split) are never trained on: experiments.evaluate
+        # scores the run against them too, and checks for memorised training images.
+        held_out=0,
     ))
   # Gulrajani et al. (2017): lambda = 10, n_critic = 5, Adam(1e-4, b1 = 0, b2 = 0.9).
   config.objective = ml_collections.ConfigDict(dict(
@@ -226,6 +229,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     if config.kind == "image":
       _named("data.resolution", dcgan.num_resolution_doublings, config.data.resolution)
       _check(config.data.channels in (1, 3), f"data.channels must be 1 or 3, got {config.data.channels}")
+      _check(isinstance(config.data.held_out, int) and config.data.held_out >= 0,
+             f"data.held_out must be an integer >= 0 (0: train on every image), got {config.data.held_out!r}")
     training_parts(config)  # each group checked by the module that builds it
     critic_normalization(config)  # the critic's normalisation against the objective (batch norm: no gradient penalty)
     for key in ("log_every", "figure_every", "num_fixed_samples"):

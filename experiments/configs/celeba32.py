@@ -15,7 +15,9 @@ docs/tutorial_comparison.md).
 42.6 minutes of training); an AMD EPYC trains it in 18 to 30 minutes (docs/faces.md). FID-2k is measured at each
 third, bounded at 15% of the run's time, and the checkpoints at each third are kept for FID-10k.
 
-Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout); point
+Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout) and train on its first
+9,000 faces (by file name): the last 1,000 are held out (``data.held_out``), so that ``experiments.evaluate`` scores
+samples against faces training never saw and checks for memorised ones (docs/evaluation.md). Point
 ``--config.data.image_folder`` at any folder or zip of face images, or set ``--config.data.image_folder=''
 --config.data.dataset=celeb_a`` to read TFDS's CelebA.
 """
@@ -31,6 +33,7 @@ def get_config(variant: str = ""):
     raise ValueError(f"unknown celeba32 config variant {variant!r}; use '' or 'tutorial' (celeba32.py:tutorial)")
   config = common.image_config(resolution=32)
   config.data.image_folder = "../shared/data/celeba_10k/images"
+  config.data.held_out = 1000  # trains on 9,000 faces; evaluate scores against the 1,000 it never saw too
   config.model.width = 32
   config.model.dtype = "bfloat16"
   config.batch_size = 64

@@ -41,7 +41,8 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   `data_dir` on first use; "" to use `dataset`), `dataset` (a TFDS name such as "celeb_a", "mnist", "fashion_mnist" or
   "cifar10", read from `data_dir` in array_record format), `data_dir` (a TFDS data dir, or None for TFDS's default),
   `resolution`, `channels` (1 or 3), `crop` (side of the center square crop as a fraction of the shorter image side,
-  default `images.DEFAULT_FACE_CROP`), `random_flip`; and of the config itself: `seed`, `batch_size` (global) and
+  default `images.DEFAULT_FACE_CROP`), `random_flip`, `held_out` (so many examples are never read: the images whose
+  file names sort last, or the split's last examples where they have no file name); and of the config itself: `seed`, `batch_size` (global) and
   `n_critic`.
 
   `process_index` and `process_count` default to `jax.process_index()` and `jax.process_count()`.
@@ -60,8 +61,12 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   data_source, to_image = _open_data_source(data, preprocessing, split=prepare.SPLIT)
   if len(data_source) == 0:
     raise ValueError(f"the train split of {to_image.description} has no examples")
+  held_out = data.get("held_out", 0)
+  if held_out:
+    data_source = _TrainingExamples(data_source, held_out, description=data.image_folder or data.dataset)
 
-  # Every process: the same shuffled, repeated order of the whole split, read at the global positions of its slices.
+  # Every process: the same shuffled, repeated order of the training examples, read at the global positions of its
+  # slices.
   examples = grain.MapDataset.source(data_source).seed(config.seed).shuffle().repeat()
   global_positions = grain.MapDataset.range(0, _MAX_POSITIONS).map(functools.partial(
       _global_position, n_critic=config.n_critic, batch_size=config.batch_size, local_batch_size=local_batch_size,
@@ -70,6 +75,31 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
       _ReadItem(examples, to_image, n_critic=config.n_critic, flip_seed=config.seed if data.random_flip else None))
   threads = min(4, os.cpu_count() or 1)
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
+
+
+class _TrainingExamples(Sequence):
+  """The examples of a data source less the ``held_out`` whose file names sort last (a prepared image folder's: the
+  images ``metrics.reference`` reads last from the folder), or less its last ``held_out`` where examples have no file
+  name (a TFDS dataset)."""
+
+  def __init__(self, source: Sequence[Mapping[str, Any]], held_out: int, *, description: str):
+    total = len(source)
+    if held_out >= total:
+      raise images.ImageSourceError(f"config.data.held_out: {held_out} keeps out every one of the {total} images of"
+                                    f" {description} (0: train on every one)")
+    if total and "filename" in source[0]:
+      by_name = sorted(range(total), key=lambda index: source[index]["filename"])
+      kept = set(by_name[:total - held_out])
+      self._indices = [index for index in range(total) if index in kept]  # the source's own order
+    else:
+      self._indices = list(range(total - held_out))
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> Mapping[str, Any]:
+    return self._source[self._indices[index]]
 
 
 # Local positions beyond any run's length (2^62 examples), so that the position dataset's length never matters.

@@ -26,6 +26,7 @@ from wgan_gp_jax.metrics import fid as fid_lib
 from wgan_gp_jax.metrics import inception
 from wgan_gp_jax.metrics import inception_score as is_lib
 from wgan_gp_jax.metrics import kid as kid_lib
+from wgan_gp_jax.metrics import memorisation
 from wgan_gp_jax.metrics import precision_recall as pr_lib
 from wgan_gp_jax.metrics import reference as reference_lib
 from wgan_gp_jax.metrics import swd as swd_lib
@@ -146,7 +147,7 @@ def _load_params(metrics: list[str], results: dict, *, weights: str | None,
 
 
 def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
-                 reference: str | os.PathLike | None = None, reference_split: str = "all",
+                 reference: str | os.PathLike | None = None, reference_split: str = "all", held_out: int = 0,
                  crop: float | None = None, weights: str | None = None, cache: str | None = None,
                  preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
                  kernels: str = "auto") -> dict:
@@ -156,8 +157,14 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   against the ``reference`` image folder, preprocessed with the run's resolution, crop and channels. ``kernels`` is
   the Inception's (:func:`inception.inception_features`); the run's generator computes as ``run`` was built.
 
+  With ``held_out`` (the run's ``data.held_out``: the last ``held_out`` of the folder's sorted images were never
+  trained on; ``reference`` must be the run's image folder and ``reference_split`` "all"), ``metrics`` are against the
+  training images, and the results add ``held_out`` (FID, KID and precision/recall of the same samples against the
+  held-out images), ``held_out_floor`` (FID and KID of the held-out images against the training images: what a
+  generator of new faces would score there) and ``memorisation`` (:func:`memorisation.memorisation_report`).
+
   Raises:
-    ValueError: for an image run without a ``reference`` folder.
+    ValueError: for an image run without a ``reference`` folder, or a ``held_out`` that cannot be had.
   """
   config = run.config
   results: dict = {"mode": config.kind, "num_samples": num_samples, "seed": seed}
@@ -174,6 +181,9 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
 
   if reference is None:
     raise ValueError("an image run needs a reference image folder")
+  if held_out and reference_split != "all":
+    raise ValueError(f"held_out={held_out} splits the whole reference folder: reference_split must be 'all', got"
+                     f" {reference_split!r}")
   folder = pathlib.Path(reference)
   crop = crop if crop is not None else config.data.get("crop", images_lib.DEFAULT_FACE_CROP)
   prep = dict(resolution=config.data.resolution, crop=crop, channels=config.data.channels)
@@ -184,22 +194,49 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     metrics = [m for m in metrics if m not in INCEPTION_METRICS]
   fake = np.asarray(run.sample(num_samples, seed))
   sampling = time.perf_counter() - start
-  real_features = None
-  if params is not None and any(m in ("fid", "kid", "pr") for m in metrics):
-    real_features = reference_lib.reference_features(
-      folder, params=params, split=reference_split, preprocessing=preprocessing,
-      batch_size=batch_size, cache=cache, kernels=kernels, **prep)
-    results["num_real"] = int(len(real_features.features))
-    results["reference_cache"] = str(real_features.path)
+  features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, cache=cache, kernels=kernels,
+                     **prep)
+  real_features = held_out_features = None
+  training_split = reference_split
+  if params is not None and (held_out or any(m in ("fid", "kid", "pr") for m in metrics)):
+    real_features = reference_lib.reference_features(folder, split=reference_split, **features_of)
     if real_features.seconds:  # Computed now, not read from the cache.
       results["reference_inception_seconds"] = real_features.seconds
       results["reference_images_per_second"] = len(real_features.features) / real_features.seconds
+    if held_out:
+      training_split, held_out_split = reference_lib.held_out_splits(len(real_features.features), held_out)
+      held_out_features = reference_lib.subset(real_features, held_out_split)
+      real_features = reference_lib.subset(real_features, training_split)
+      results.update(reference_split=training_split, held_out_split=held_out_split)
+    results["num_real"] = int(len(real_features.features))
+    results["reference_cache"] = str(real_features.path)
   real_pixels = None
   if "swd" in metrics:
-    real_pixels = reference_lib.load_reference_images(folder, split=reference_split, **prep)
+    real_pixels = reference_lib.load_reference_images(folder, split=training_split, **prep)
+  fake_features = None
+  if held_out_features is not None:  # the samples' features serve three comparisons: computed once
+    feature_start = time.perf_counter()
+    fake_features = inception.inception_features(fake, params=params, batch_size=batch_size,
+                                                 preprocessing=preprocessing, kernels=kernels)["pool3"]
+    results["timings"] = {"inception_features": time.perf_counter() - feature_start}
+  timings = results.pop("timings", {})
   results.update(evaluate_images(
     fake, metrics=metrics, real_pixels=real_pixels, real_features=real_features, params=params,
-    preprocessing=preprocessing, batch_size=batch_size, seed=seed, kernels=kernels))
+    fake_features=fake_features, preprocessing=preprocessing, batch_size=batch_size, seed=seed, kernels=kernels))
+  results["timings"] = {**timings, **results["timings"]}
+  if held_out_features is not None:
+    distance_metrics = [m for m in ("fid", "kid", "pr") if m in metrics] or ["fid"]
+    against_held_out = evaluate_images(fake, metrics=distance_metrics, real_features=held_out_features,
+                                       fake_features=fake_features, seed=seed)
+    results["held_out"] = {key: value for key, value in against_held_out.items() if key not in ("timings",)} | {
+        "num_real": int(len(held_out_features.features))}
+    results["held_out_floor"] = {
+        "fid": fid_lib.frechet_distance(held_out_features.mu, held_out_features.sigma, real_features.mu,
+                                        real_features.sigma),
+        **kid_lib.kernel_inception_distance(held_out_features.features, real_features.features, seed=seed),
+        "num_fake": int(len(held_out_features.features)), "num_real": int(len(real_features.features))}
+    results["memorisation"] = memorisation.memorisation_report(fake_features, real_features.features,
+                                                               held_out_features.features)
   results["timings"]["sampling"] = sampling
   return results
 

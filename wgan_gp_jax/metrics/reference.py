@@ -27,7 +27,8 @@ from wgan_gp_jax.data import images as images_lib
 from wgan_gp_jax.metrics import fid as fid_lib
 from wgan_gp_jax.metrics import inception
 
-__all__ = ["ReferenceFeatures", "parse_split", "load_reference_images", "reference_features"]
+__all__ = ["ReferenceFeatures", "parse_split", "load_reference_images", "reference_features", "held_out_splits",
+           "subset"]
 
 _CACHE_VERSION = 1
 
@@ -58,6 +59,28 @@ def parse_split(split: str, total: int) -> slice:
   if not 0 <= start < stop <= total:
     raise ValueError(f"split {split!r} is not a non-empty range within the {total} images")
   return slice(start, stop)
+
+
+def held_out_splits(total: int, held_out: int) -> tuple[str, str]:
+  """The training and held-out splits (``"start:stop"``) of ``total`` sorted images whose last ``held_out`` a run
+  never trains on (its ``data.held_out``).
+
+  Raises:
+    ValueError: unless ``0 < held_out < total``.
+  """
+  if not 0 < held_out < total:
+    raise ValueError(f"data.held_out={held_out} must keep out some but not all of the {total} images")
+  return f"0:{total - held_out}", f"{total - held_out}:{total}"
+
+
+def subset(features: ReferenceFeatures, split: str) -> ReferenceFeatures:
+  """The ``split`` (``"start:stop"`` of ``features``' own images) of ``features``, with its own statistics."""
+  part = parse_split(split, len(features.features))
+  chosen = features.features[part]
+  mu, sigma = fid_lib.gaussian_statistics(chosen)
+  start = 0 if features.key["split"] == "all" else parse_split(features.key["split"], 2**62).start
+  key = {**features.key, "split": f"{start + part.start}:{start + part.stop}"}
+  return ReferenceFeatures(chosen, mu, sigma, key, features.path, 0.0)
 
 
 def _dataset_id(folder: pathlib.Path) -> str:
@@ -136,10 +159,7 @@ def reference_features(
   if cached is None and split != "all":  # A slice of the whole folder's cached features will do.
     whole = _read_cached(folder, cache, {**key, "split": "all"})
     if whole is not None:
-      part = parse_split(split, len(whole.features))
-      features = whole.features[part]
-      mu, sigma = fid_lib.gaussian_statistics(features)
-      cached = ReferenceFeatures(features, mu, sigma, key, whole.path, 0.0)
+      cached = subset(whole, split)
   if cached is not None:
     return cached
   pixels = load_reference_images(folder, split=split, resolution=resolution, crop=crop, channels=channels)

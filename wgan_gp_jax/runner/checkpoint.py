@@ -49,6 +49,7 @@ RESUMABLE_CHANGES = frozenset({
 # runs did: a checkpoint's config that lacks one is read as having it.
 ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto",
               "model.critic_norm": "auto"}
+ADDED_IMAGE_KEYS = {"data.held_out": 0}  # added to image runs' configs only
 # Values renamed since checkpoints were made with them, per key: a saved and a requested config are compared by the
 # current names, so that a run resumes under either.
 RENAMED_VALUES = {"objective.name": objectives.RENAMED}
@@ -115,10 +116,12 @@ def check_config_format(saved: Mapping[str, Any], *, step: int, directory: pathl
 
 
 def with_added_keys(saved: Mapping[str, Any]) -> dict[str, Any]:
-  """A checkpoint's config with every key of ``ADDED_KEYS`` that it lacks set to its value there."""
+  """A checkpoint's config with every key of ``ADDED_KEYS`` (and of an image run's ``ADDED_IMAGE_KEYS``) that it lacks
+  set to its value there."""
   saved = json.loads(json.dumps(saved))
   present = configuration.dotted_items(saved)
-  for key, value in ADDED_KEYS.items():
+  added = ADDED_KEYS | (ADDED_IMAGE_KEYS if saved.get("kind") == "image" else {})
+  for key, value in added.items():
     if key not in present:
       configuration.set_dotted(saved, key, value)
   return saved

@@ -55,8 +55,8 @@ class FIDModel:
 def load_fid_model(config: ml_collections.ConfigDict) -> FIDModel:
   """The FID Inception and the real images' statistics for ``config`` (computed once, then read from the cache).
 
-  The real images are ``evaluation.reference`` (default ``data.image_folder``), preprocessed as in training (the
-  run's resolution, crop and channels). The Inception computes its convolutions as the run's ``model.kernels`` says
+  The real images are ``evaluation.reference`` (default ``data.image_folder``, less its ``data.held_out`` last
+  images: those the run trains on), preprocessed as in training (the run's resolution, crop and channels). The Inception computes its convolutions as the run's ``model.kernels`` says
   (``inception.inception_features``). Raises ``RuntimeError``, ``FileNotFoundError`` or ``ValueError`` where the
   weights or the images cannot be had.
   """
@@ -69,6 +69,9 @@ def load_fid_model(config: ml_collections.ConfigDict) -> FIDModel:
   kernels = config.model.kernels
   real = reference.reference_features(folder, params=params, resolution=config.data.resolution,
                                       crop=config.data.crop, channels=config.data.channels, kernels=kernels)
+  if config.data.held_out and not config.evaluation.reference:  # the images the run trains on
+    training, _ = reference.held_out_splits(len(real.features), config.data.held_out)
+    real = reference.subset(real, training)
 
   def features(images: np.ndarray) -> np.ndarray:
     return inception.inception_features(images, params=params, kernels=kernels)["pool3"]
