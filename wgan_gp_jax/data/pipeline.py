@@ -17,7 +17,7 @@ import copy
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -25,21 +25,30 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from wgan_gp_jax.data import images, prepare
+from wgan_gp_jax.data import idx, images, prepare
 
 IMAGE_KEY = "image"
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
+class LabelledImages(NamedTuple):
+  """An item of a labelled iterator: the images as an unlabelled one gives them and their int32 class labels
+  ``(n_critic, local batch)``, which travel with them (through the shuffle, the flips and a resume)."""
+  images: np.ndarray
+  labels: np.ndarray
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, *, with_labels: bool = False,
+                        process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
   """An infinite, checkpointable iterator of this process's real images for training.
 
   Each item is a float32 numpy array in [-1, 1] of shape
-  `(config.n_critic, config.batch_size // process_count, resolution, resolution, channels)`.
+  `(config.n_critic, config.batch_size // process_count, resolution, resolution, channels)`; `with_labels`, a
+  `LabelledImages` of it and its labels (the dataset's `label` feature: TFDS's labelled datasets, an `idx_folder`).
 
   Keys of the `data` config group: `image_folder` (a folder or .zip of images, prepared into a TFDS dataset under
   `data_dir` on first use; "" to use `dataset`), `dataset` (a TFDS name such as "celeb_a", "mnist", "fashion_mnist" or
   "cifar10", read from `data_dir` in array_record format), `data_dir` (a TFDS data dir, or None for TFDS's default),
+  `idx_folder` (a folder of MNIST IDX files, prepared into a TFDS dataset under `data_dir` on first use),
   `resolution`, `channels` (1 or 3), `crop` (side of the center square crop as a fraction of the shorter image side,
   default `images.DEFAULT_FACE_CROP`), `random_flip`, `held_out` (so many examples are never read: the images whose
   file names sort last, or the split's last examples where they have no file name); and of the config itself: `seed`, `batch_size` (global) and
@@ -61,6 +70,9 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   data_source, to_image = _open_data_source(data, preprocessing, split=prepare.SPLIT)
   if len(data_source) == 0:
     raise ValueError(f"the train split of {to_image.description} has no examples")
+  if with_labels and prepare.LABEL_KEY not in data_source[0]:
+    raise ValueError(f"{to_image.description} has no {prepare.LABEL_KEY!r} feature: a conditional model"
+                     " (model.num_classes > 0) needs labelled data (a labelled TFDS dataset or data.idx_folder)")
   held_out = data.get("held_out", 0)
   if held_out:
     data_source = _TrainingExamples(data_source, held_out, description=data.image_folder or data.dataset)
@@ -72,7 +84,8 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
       _global_position, n_critic=config.n_critic, batch_size=config.batch_size, local_batch_size=local_batch_size,
       process_index=process_index))
   dataset = global_positions.batch(config.n_critic * local_batch_size, drop_remainder=True).map(
-      _ReadItem(examples, to_image, n_critic=config.n_critic, flip_seed=config.seed if data.random_flip else None))
+      _ReadItem(examples, to_image, n_critic=config.n_critic, flip_seed=config.seed if data.random_flip else None,
+                with_labels=with_labels))
   threads = min(4, os.cpu_count() or 1)
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
 
@@ -115,20 +128,28 @@ def _global_position(local_position: int, *, n_critic: int, batch_size: int, loc
 
 
 class _ReadItem:
-  """Global positions (n_critic * local batch,) -> the images at them, flipped where chosen, scaled and split."""
+  """Global positions (n_critic * local batch,) -> the images at them, flipped where chosen, scaled and split (with
+  their labels where asked)."""
 
-  def __init__(self, examples: grain.MapDataset, to_image: "_ToImage", *, n_critic: int, flip_seed: int | None):
+  def __init__(self, examples: grain.MapDataset, to_image: "_ToImage", *, n_critic: int, flip_seed: int | None,
+               with_labels: bool = False):
     self._examples = examples
     self._to_image = to_image
     self._n_critic = n_critic
     self._flip_seed = flip_seed
+    self._with_labels = with_labels
 
-  def __call__(self, positions: np.ndarray) -> np.ndarray:
-    batch = np.stack([self._to_image(self._examples[int(position)]) for position in positions])
+  def __call__(self, positions: np.ndarray) -> np.ndarray | LabelledImages:
+    records = [self._examples[int(position)] for position in positions]
+    batch = np.stack([self._to_image(record) for record in records])
     if self._flip_seed is not None:
       flip = flip_choices(self._flip_seed, positions)
       batch[flip] = batch[flip, :, ::-1]
-    return _scale_and_split(batch, n_critic=self._n_critic)
+    images = _scale_and_split(batch, n_critic=self._n_critic)
+    if not self._with_labels:
+      return images
+    labels = np.asarray([record[prepare.LABEL_KEY] for record in records], np.int32)
+    return LabelledImages(images, labels.reshape(self._n_critic, -1))
 
 
 def flip_choices(seed: int, positions: np.ndarray) -> np.ndarray:
@@ -143,6 +164,14 @@ def flip_choices(seed: int, positions: np.ndarray) -> np.ndarray:
 
 def _open_data_source(config: ml_collections.ConfigDict, preprocessing: images.Preprocessing, *,
                       split: str) -> tuple[Sequence[Mapping[str, Any]], _ToImage]:
+  if config.get("idx_folder"):
+    try:
+      directory = prepare.prepare_idx_folder(config.idx_folder, data_dir=config.data_dir)
+    except idx.IdxError as error:
+      raise images.ImageSourceError(f"config.data.idx_folder: {error}") from error
+    builder = tfds.builder_from_directory(os.fspath(directory))
+    return builder.as_data_source(split=split), _ToImage(preprocessing, stored_preprocessed=False,
+                                                         description=str(config.idx_folder))
   if config.image_folder:
     try:
       prepared = prepare.prepare_image_folder(config.image_folder, resolution=preprocessing.resolution,
@@ -197,13 +226,14 @@ def _scale_and_split(batch: np.ndarray, *, n_critic: int) -> np.ndarray:
   return batch.reshape(n_critic, -1, *batch.shape[1:])
 
 
-def to_global(local_batch: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
-  """Assembles every process's `local_batch` into one global array laid out by `sharding`.
+def to_global(local_batch: np.ndarray | LabelledImages, sharding: jax.sharding.NamedSharding) -> Any:
+  """Assembles every process's `local_batch` (an array, or each array of a `LabelledImages`) into one global array
+  laid out by `sharding`.
 
   With `NamedSharding(mesh, P(None, "data"))` the batch axis (axis 1) is split over the mesh's "data" axis: the global
   batch is the processes' local batches side by side, in the order of their devices on that axis.
   """
-  return jax.make_array_from_process_local_data(sharding, local_batch)
+  return jax.tree.map(lambda part: jax.make_array_from_process_local_data(sharding, part), local_batch)
 
 
 class DevicePrefetcher(grain.DatasetIterator):

@@ -169,6 +169,48 @@ def _write_prepared(source: images.ImageSource, preprocessing: images.Preprocess
   return report
 
 
+LABEL_KEY = "label"
+
+
+def prepare_idx_folder(idx_folder: str | os.PathLike[str], *,
+                       data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+  """The TFDS dataset directory of a folder of MNIST IDX files (``idx.load_idx_folder``), preparing it first unless
+  that was done already: ``image`` (uint8 ``(H, W, 1)``, as stored: the pipeline preprocesses it at read time, as it
+  does TFDS's ``mnist``) and ``label`` (a ``ClassLabel``), in the files' order, under
+  ``<data_dir>/idx_<folder name>/<fingerprint of the files>/1.0.0``. Raises ``idx.IdxError`` (a ValueError) for a
+  folder that is not one."""
+  from wgan_gp_jax.data import idx
+
+  folder = pathlib.Path(idx_folder).expanduser().resolve()
+  pixels, labels = idx.load_idx_folder(folder)
+  identity = json.dumps(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+  slug = re.sub(r"[^a-z0-9]+", "_", folder.name.lower()).strip("_") or "idx"
+  root = default_data_dir() if data_dir is None else pathlib.Path(data_dir).expanduser()
+  directory = root / f"idx_{slug}" / hashlib.sha256(identity.encode()).hexdigest()[:12] / PREPARED_VERSION
+  if directory.is_dir():
+    return directory
+  logging.info("Preparing the %d IDX images of %s into %s", len(pixels), folder, directory)
+  incomplete = directory.with_name(f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex}_{directory.name}")
+  incomplete.mkdir(parents=True)
+  try:
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(*pixels.shape[1:], 1), dtype=np.uint8),
+        LABEL_KEY: tfds.features.ClassLabel(num_classes=int(labels.max()) + 1)})
+    examples = ({"image": image[..., None], LABEL_KEY: int(label)} for image, label in zip(pixels, labels))
+    write_array_record_dataset(incomplete, dataset_name=f"idx_{slug}", features=features, examples=examples,
+                               examples_per_shard=_SHARD_BYTES // pixels[0].size,
+                               description=f"The IDX images and labels of {folder}.")
+    (incomplete / REPORT_FILENAME).write_text(json.dumps({"source": str(folder), "images_written": len(pixels)}))
+    try:
+      incomplete.rename(directory)
+    except OSError:
+      if not directory.is_dir():
+        raise
+  finally:
+    shutil.rmtree(incomplete, ignore_errors=True)
+  return directory
+
+
 def prepared_features(preprocessing: images.Preprocessing) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       "image": tfds.features.Tensor(shape=preprocessing.shape, dtype=np.uint8),
