@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from wgan_gp_jax.models.layers import layer_set
+from wgan_gp_jax.models.conditional import score_outputs
 
 
 def num_resolution_doublings(resolution: int) -> int:
@@ -53,6 +54,7 @@ class DCGANCritic(nn.Module):
   width: int = 64
   layer_norm: bool = False
   dtype: Any = jnp.float32
+  outputs: int = 1  # 1: the scores (N,); 1 + K: (N, 1 + K), the scores then K class logits (models.conditional)
   kernels: str = "xla"
 
   @nn.compact
@@ -64,4 +66,4 @@ class DCGANCritic(nn.Module):
       if self.layer_norm and i > 0:
         x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    return layers.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
+    return score_outputs(layers.Dense(self.outputs, dtype=self.dtype)(x.reshape(x.shape[0], -1)))

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
 from wgan_gp_jax.models.layers import layer_set
+from wgan_gp_jax.models.conditional import score_outputs
 
 # The rows of the paper's Figure 2, in its order; ``dcgan`` is ``models.dcgan``'s.
 ARCHITECTURES = ("dcgan", "g_no_bn", "g_mlp", "no_norm", "gated", "tanh", "resnet101")
@@ -152,6 +153,7 @@ class ConvCritic(nn.Module):
   norm: str = "none"
   activation: str = "leaky_relu"
   dtype: Any = jnp.float32
+  outputs: int = 1  # 1: the scores (N,); 1 + K: (N, 1 + K), the scores then K class logits (models.conditional)
   kernels: str = "xla"
 
   @nn.compact
@@ -164,7 +166,7 @@ class ConvCritic(nn.Module):
       if norm_layer is not None and i > 0:
         x = norm_layer()(x)
       x = _activate(x, self.activation)
-    return layers.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
+    return score_outputs(layers.Dense(self.outputs, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
 
 
 class MLPGenerator(nn.Module):
@@ -288,6 +290,7 @@ class ResNet101Critic(nn.Module):
   norm: str = "none"
   blocks: int = RESNET101_BLOCKS
   dtype: Any = jnp.float32
+  outputs: int = 1  # 1: the scores (N,); 1 + K: (N, 1 + K), the scores then K class logits (models.conditional)
   kernels: str = "xla"
 
   @nn.compact
@@ -303,7 +306,7 @@ class ResNet101Critic(nn.Module):
       if level > 0:
         x = BottleneckBlock(features[level - 1], resample="down", norm=self.norm, dtype=self.dtype,
                             kernels=self.kernels)(x)
-    scores = layers.Dense(1, dtype=self.dtype)(x.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
+    scores = score_outputs(layers.Dense(self.outputs, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
     return scores / RESNET101_OUTPUT_SCALE
 
 

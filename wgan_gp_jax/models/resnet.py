@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from wgan_gp_jax.models.dcgan import num_resolution_doublings
 from wgan_gp_jax.models.layers import layer_set
+from wgan_gp_jax.models.conditional import score_outputs
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -91,6 +92,7 @@ class ResNetGenerator(nn.Module):
 class ResNetCritic(nn.Module):
   width: int = 128
   dtype: Any = jnp.float32
+  outputs: int = 1  # 1: the scores (N,); 1 + K: (N, 1 + K), the scores then K class logits (models.conditional)
   kernels: str = "xla"
 
   @nn.compact
@@ -109,4 +111,4 @@ class ResNetCritic(nn.Module):
     x = CriticBlock(self.width, downsample=False, dtype=self.dtype, kernels=self.kernels)(x)
     x = CriticBlock(self.width, downsample=False, dtype=self.dtype, kernels=self.kernels)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return layers.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+    return score_outputs(layers.Dense(self.outputs, dtype=self.dtype)(x))

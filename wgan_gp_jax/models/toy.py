@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from wgan_gp_jax.models.conditional import score_outputs
 
 _he = nn.initializers.he_normal()
 
@@ -33,9 +34,10 @@ class ToyCritic(nn.Module):
   hidden: int = 512
   num_hidden_layers: int = 3
   dtype: Any = jnp.float32
+  outputs: int = 1  # 1: the scores (N,); 1 + K: (N, 1 + K), the scores then K class logits (models.conditional)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for _ in range(self.num_hidden_layers):
       x = nn.relu(nn.Dense(self.hidden, kernel_init=_he, dtype=self.dtype)(x))
-    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+    return score_outputs(nn.Dense(self.outputs, dtype=self.dtype)(x))
