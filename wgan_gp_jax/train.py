@@ -25,7 +25,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wgan_gp_jax import augment, objectives
-from wgan_gp_jax.models import Models
+from wgan_gp_jax.models import Models, conditional
 from wgan_gp_jax.optimizers import Optimizers
 
 
@@ -70,7 +70,8 @@ def init_state(models: Models, optimizers: Optimizers, *, seed: int, ema: bool) 
   key = jax.random.key_data(root_key(seed))
   generator_key, critic_key = jax.random.split(stream_key(key, Stream.INIT, 0))
   z = jnp.zeros((1, models.latent_dim), jnp.float32)
-  generator_variables = models.generator.init(generator_key, z, train=False)
+  condition = {"labels": jnp.zeros((1,), jnp.int32)} if models.num_classes else {}
+  generator_variables = models.generator.init(generator_key, z, train=False, **condition)
   critic_variables = models.critic.init(critic_key, jnp.zeros((1,) + models.sample_shape, jnp.float32))
   generator_params = generator_variables["params"]
   generator_batch_stats = generator_variables.get("batch_stats", {})
@@ -87,12 +88,18 @@ def init_state(models: Models, optimizers: Optimizers, *, seed: int, ema: bool) 
   )
 
 
-def generate(models: Models, params: Any, batch_stats: Any, z: jax.Array, *, train: bool) -> tuple[jax.Array, Any]:
-  """Generator samples and, in training mode, the updated batch-norm statistics."""
+def generate(models: Models, params: Any, batch_stats: Any, z: jax.Array, *, train: bool,
+             labels: jax.Array | None = None) -> tuple[jax.Array, Any]:
+  """Generator samples and, in training mode, the updated batch-norm statistics; ``labels`` (int ``(N,)``): the
+  classes a class-conditional generator (``models.num_classes > 0``) makes, and only such a generator takes them."""
+  if (labels is not None) != bool(models.num_classes):
+    raise ValueError(f"labels are for class-conditional generators: models.num_classes={models.num_classes}, labels"
+                     f" {'given' if labels is not None else 'missing'}")
   variables = {"params": params, "batch_stats": batch_stats}
+  condition = {} if labels is None else {"labels": labels}
   if not train:
-    return models.generator.apply(variables, z, train=False), batch_stats
-  samples, updates = models.generator.apply(variables, z, train=True, mutable=["batch_stats"])
+    return models.generator.apply(variables, z, train=False, **condition), batch_stats
+  samples, updates = models.generator.apply(variables, z, train=True, mutable=["batch_stats"], **condition)
   return samples, updates.get("batch_stats", {})
 
 
@@ -138,8 +145,29 @@ def _latent_sampler(models: Models, batch_sharding: NamedSharding | None) -> Cal
   return latent
 
 
-# fold_in constants of the augmentation keys, apart from the splits that draw latents and penalty points.
-_AUGMENT_REAL, _AUGMENT_FAKE = 1, 2
+# fold_in constants of the augmentation keys and of the generator update's labels, apart from the splits that draw
+# latents and penalty points.
+_AUGMENT_REAL, _AUGMENT_FAKE, _GENERATOR_LABELS = 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassConditioning:
+  """The AC-GAN terms of a class-conditional run (Odena et al. 2017, as Gulrajani et al. use them): the critic's loss
+  adds ``critic_scale`` times its classifier's cross-entropy on the real images, the generator's adds
+  ``generator_scale`` times that on its samples. The critic's fakes are made with the real batch's labels; the
+  generator update draws its labels uniformly. The objective's loss, and its gradient penalty, see the scores only.
+  The models must be class-conditional with ``num_classes`` classes (``models.conditional``)."""
+  num_classes: int
+  critic_scale: float = 1.0
+  generator_scale: float = 0.1
+
+
+def _classifier_terms(outputs: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(scores, cross-entropy of the class logits against labels, accuracy)`` of a classifying critic's outputs."""
+  scores, logits = conditional.split_outputs(outputs)
+  cross_entropy = jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels))
+  accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+  return scores, cross_entropy, accuracy
 
 
 def make_critic_update(
@@ -148,8 +176,9 @@ def make_critic_update(
     critic_optimizer: optax.GradientTransformation,
     *,
     augmentation: augment.Augmentation | None = None,
+    conditioning: ClassConditioning | None = None,
     batch_sharding: NamedSharding | None = None,
-) -> Callable[[TrainState, Any, optax.OptState, jax.Array, jax.Array], tuple[Any, optax.OptState, Metrics]]:
+) -> Callable[..., tuple[Any, optax.OptState, Metrics]]:
   """One critic update, ``(state, critic_params, critic_opt_state, real_batch, key) -> (critic_params,
   critic_opt_state, metrics)``: a step of ``critic_optimizer`` on ``objective.critic_loss``, then
   ``objective.critic_constraint`` where it has one.
@@ -158,21 +187,32 @@ def make_critic_update(
   statistics discarded); ``key`` draws their latents, the penalty's random
   points and the augmentations. With an ``augmentation``, the critic sees (and the
   penalty interpolates between) augmented real and augmented fake batches.
-  ``metrics`` are the critic loss's and ``critic_grad_norm``.
+  With ``conditioning``, the update takes the real batch's ``labels`` too (``ClassConditioning``).
+  ``metrics`` are the critic loss's and ``critic_grad_norm`` (with ``conditioning``, ``acgan_critic_loss`` and
+  ``acgan_real_accuracy``).
   """
   latent = _latent_sampler(models, batch_sharding)
 
-  def critic_update(state, critic_params, critic_opt_state, real_batch, key):
+  def critic_update(state, critic_params, critic_opt_state, real_batch, key, labels=None):
+    if (labels is not None) != (conditioning is not None):
+      raise ValueError("the real batch's labels go with a ClassConditioning, and only with one")
     z_key, penalty_key = jax.random.split(key)
     fake, _ = generate(models, state.generator_params, state.generator_batch_stats,
-                       latent(z_key, real_batch.shape[0]), train=True)
+                       latent(z_key, real_batch.shape[0]), train=True, labels=labels)
     fake = jax.lax.stop_gradient(fake)
     if augmentation is not None:
       real_batch = augmentation(real_batch, jax.random.fold_in(key, _AUGMENT_REAL))
       fake = augmentation(fake, jax.random.fold_in(key, _AUGMENT_FAKE))
 
     def loss_fn(params):
-      return objective.critic_loss(critic_fn(models, params), real_batch, fake, penalty_key)
+      if conditioning is None:
+        return objective.critic_loss(critic_fn(models, params), real_batch, fake, penalty_key)
+      outputs = critic_fn(models, params)
+      loss, metrics = objective.critic_loss(lambda x: conditional.split_outputs(outputs(x))[0], real_batch, fake,
+                                            penalty_key)
+      _, cross_entropy, accuracy = _classifier_terms(outputs(real_batch), labels)
+      metrics.update(acgan_critic_loss=cross_entropy, acgan_real_accuracy=accuracy)
+      return loss + conditioning.critic_scale * cross_entropy, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic_params)
     updates, critic_opt_state = critic_optimizer.update(grads, critic_opt_state, critic_params)
@@ -192,6 +232,7 @@ def make_generator_update(
     *,
     augmentation: augment.Augmentation | None = None,
     ema: EMA | None = None,
+    conditioning: ClassConditioning | None = None,
     batch_sharding: NamedSharding | None = None,
 ) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, Metrics]]:
   """One generator update against ``state.critic_params``, ``(state, key, batch_size) -> (state, metrics)``: a step
@@ -212,24 +253,33 @@ def make_generator_update(
 
   def generator_update(state, key, batch_size):
     z = latent(key, batch_size)
+    labels = None
+    if conditioning is not None:
+      labels = jax.random.randint(jax.random.fold_in(key, _GENERATOR_LABELS), (batch_size,), 0,
+                                  conditioning.num_classes)
 
     def generator_loss_fn(params):
-      fake, batch_stats = generate(models, params, state.generator_batch_stats, z, train=True)
+      fake, batch_stats = generate(models, params, state.generator_batch_stats, z, train=True, labels=labels)
       if augmentation is not None:
         fake = augmentation(fake, jax.random.fold_in(key, _AUGMENT_FAKE))
-      loss = objective.generator_loss(critic_fn(models, state.critic_params)(fake))
-      return loss, batch_stats
+      outputs = critic_fn(models, state.critic_params)(fake)
+      if conditioning is None:
+        return objective.generator_loss(outputs), (batch_stats, {})
+      scores, cross_entropy, accuracy = _classifier_terms(outputs, labels)
+      loss = objective.generator_loss(scores) + conditioning.generator_scale * cross_entropy
+      return loss, (batch_stats, {"acgan_generator_loss": cross_entropy, "acgan_fake_accuracy": accuracy})
 
-    (generator_loss, batch_stats), grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(state.generator_params)
+    (generator_loss, (batch_stats, classifier_metrics)), grads = jax.value_and_grad(
+        generator_loss_fn, has_aux=True)(state.generator_params)
     updates, generator_opt_state = generator_optimizer.update(grads, state.generator_opt_state,
                                                               state.generator_params)
     generator_params = optax.apply_updates(state.generator_params, updates)
-    metrics = {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads)}
+    metrics = {"generator_loss": generator_loss, "generator_grad_norm": optax.tree.norm(grads), **classifier_metrics}
     ema_params, ema_batch_stats = state.ema_params, state.ema_batch_stats
     if ema is not None:
       beta = ema.beta(step=state.step, batch_size=batch_size)
       ema_params = jax.tree.map(lambda average, new: new + beta * (average - new), ema_params, generator_params)
-      _, ema_batch_stats = generate(models, ema_params, ema_batch_stats, z, train=True)
+      _, ema_batch_stats = generate(models, ema_params, ema_batch_stats, z, train=True, labels=labels)
       metrics["ema_beta"] = beta
     new_state = state.replace(
         generator_params=generator_params,
@@ -251,8 +301,9 @@ def make_train_iteration(
     n_critic: int,
     augmentation: augment.Augmentation | None = None,
     ema: EMA | None = None,
+    conditioning: ClassConditioning | None = None,
     batch_sharding: NamedSharding | None = None,
-) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
+) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
   """The pure function ``(state, real) -> (state, metrics)`` of one generator iteration: ``n_critic`` critic updates
   (``make_critic_update``), then one generator update (``make_generator_update``); ``state.step`` goes up by one.
 
@@ -263,23 +314,27 @@ def make_train_iteration(
   number of devices). ``metrics``: the critic updates' metrics averaged over them, and the generator update's.
   """
   critic_update = make_critic_update(models, objective, optimizers.critic, augmentation=augmentation,
-                                     batch_sharding=batch_sharding)
+                                     conditioning=conditioning, batch_sharding=batch_sharding)
   generator_update = make_generator_update(models, objective, optimizers.generator, augmentation=augmentation,
-                                           ema=ema, batch_sharding=batch_sharding)
+                                           ema=ema, conditioning=conditioning, batch_sharding=batch_sharding)
 
-  def train_iteration(state: TrainState, real: jax.Array) -> tuple[TrainState, Metrics]:
+  def train_iteration(state: TrainState, real: Any) -> tuple[TrainState, Metrics]:
+    labels = None
+    if conditioning is not None:
+      real, labels = real  # (images, labels), as data.LabelledImages
     if real.shape[0] != n_critic:
       raise ValueError(f"real must hold n_critic={n_critic} batches on its first axis, got shape {real.shape}.")
     step_key = stream_key(state.key, Stream.TRAIN, state.step)
 
     def scan_body(carry, inputs):
-      real_batch, index = inputs
+      real_batch, index, *batch_labels = inputs  # batch_labels: [labels] with conditioning, else []
       critic_params, critic_opt_state, metrics = critic_update(
-          state, *carry, real_batch, jax.random.fold_in(step_key, index))
+          state, *carry, real_batch, jax.random.fold_in(step_key, index), *batch_labels)
       return (critic_params, critic_opt_state), metrics
 
+    inputs = (real, jnp.arange(n_critic)) + (() if labels is None else (labels,))
     (critic_params, critic_opt_state), critic_metrics = jax.lax.scan(
-        scan_body, (state.critic_params, state.critic_opt_state), (real, jnp.arange(n_critic)))
+        scan_body, (state.critic_params, state.critic_opt_state), inputs)
     state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
     state, generator_metrics = generator_update(state, jax.random.fold_in(step_key, n_critic), real.shape[1])
     metrics = jax.tree.map(jnp.mean, critic_metrics)
@@ -313,11 +368,12 @@ def compile_train_iteration(
     n_critic: int,
     augmentation: augment.Augmentation | None = None,
     ema: EMA | None = None,
-) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """``make_train_iteration`` jitted for ``mesh``: state replicated and donated, batch sharded on ``data`` (its size
-  a multiple of the mesh's, as ``configuration.validate`` checks a config's ``batch_size``)."""
+    conditioning: ClassConditioning | None = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
+  """``make_train_iteration`` jitted for ``mesh``: state replicated and donated, batch (and labels) sharded on
+  ``data`` (its size a multiple of the mesh's, as ``configuration.validate`` checks a config's ``batch_size``)."""
   iteration = make_train_iteration(models, objective, optimizers, n_critic=n_critic, augmentation=augmentation,
-                                   ema=ema, batch_sharding=NamedSharding(mesh, P("data")))
+                                   ema=ema, conditioning=conditioning, batch_sharding=NamedSharding(mesh, P("data")))
   return jax.jit(
       iteration,
       in_shardings=(replicated(mesh), iteration_data_sharding(mesh)),

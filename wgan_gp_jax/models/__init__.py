@@ -26,6 +26,7 @@ class Models:
   critic: nn.Module
   latent_dim: int
   sample_shape: tuple[int, ...]
+  num_classes: int = 0  # > 0: a class-conditional generator and a classifying critic (models.conditional)
 
 
 # The paper's robustness experiment's architectures (``paper_architectures``) follow ``toy_mlp``, ``dcgan`` (its
