@@ -132,6 +132,10 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       # How layers are computed: "auto" (the CPU kernels on XLA:CPU, plain flax.linen layers elsewhere), "xla" (plain
       # flax.linen layers and lax convolutions everywhere) or "cpu" (the CPU kernels). Parameters are the same.
       kernels="auto",
+      # > 0: class-conditional (the paper's AC-GAN setting): the generator makes the class it is given and the critic
+      # classifies beside scoring (models.conditional; the objective group's acgan_scale and acgan_scale_g); the data
+      # must carry labels in [0, num_classes).
+      num_classes=0,
   ))
   if kind == "toy":
     config.data = ml_collections.ConfigDict(dict(toy_dataset="8gaussians"))  # or "25gaussians", "swissroll"
@@ -147,6 +151,7 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
         # The last held_out of the sorted images (or of the TFDS train split) are never trained on: experiments.evaluate
         # scores the run against them too, and checks for memorised training images.
         held_out=0,
+        idx_folder="",  # or a folder of MNIST IDX files (images and labels), prepared into a TFDS dataset on first use
     ))
   # Gulrajani et al. (2017): lambda = 10, n_critic = 5, Adam(1e-4, b1 = 0, b2 = 0.9).
   config.objective = ml_collections.ConfigDict(dict(
@@ -156,6 +161,11 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
       clip=0.01,  # wgan_clip: every critic weight is clipped to [-clip, clip] after each update
       r1_gamma=10.0,  # ns_r1: gamma, the penalty is gamma / 2 * R1
       dragan_weight=10.0,  # dragan: lambda
+      # Class-conditional runs (model.num_classes > 0; train.ClassConditioning): the weights of the auxiliary
+      # classifier's cross-entropy in the critic's loss (on real images) and the generator's (on its samples), the
+      # authors' ACGAN_SCALE and ACGAN_SCALE_G (gan_cifar_resnet.py).
+      acgan_scale=1.0,
+      acgan_scale_g=0.1,
   ))
   config.critic = optimizer_config(learning_rate=1e-4)
   config.generator = optimizer_config(learning_rate=1e-4)
@@ -186,6 +196,7 @@ class TrainingParts:
   optimizers: optimizers.Optimizers  # ``critic`` and ``generator`` (with ``num_steps`` and ``n_critic``)
   augmentation: augment.Augmentation | None  # ``augment``; None when off
   ema: train.EMA | None  # ``ema``; None when off
+  conditioning: train.ClassConditioning | None  # ``model.num_classes`` and the objective's ``acgan_*``; None: none
 
 
 def training_parts(config: ml_collections.ConfigDict) -> TrainingParts:
@@ -197,6 +208,10 @@ def training_parts(config: ml_collections.ConfigDict) -> TrainingParts:
       optimizers=optimizers.build_optimizers(config),
       augmentation=augment.build_augmentation(config.augment),
       ema=ema if config.ema.enabled else None,
+      conditioning=train.ClassConditioning(num_classes=config.model.num_classes,
+                                           critic_scale=config.objective.acgan_scale,
+                                           generator_scale=config.objective.acgan_scale_g)
+      if config.model.num_classes else None,
   )
 
 
@@ -220,6 +235,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f"batch_size={config.batch_size} must be divisible by the number of devices ({num_devices})")
     _check(config.model.name in MODELS, unknown_name_message("model.name", config.model.name, MODELS))
     _check(config.model.width > 0 and config.model.latent_dim > 0, "model.width and model.latent_dim must be positive")
+    _check(isinstance(config.model.num_classes, int) and config.model.num_classes >= 0 and config.model.num_classes != 1,
+           f"model.num_classes must be 0 (unconditional) or at least 2, got {config.model.num_classes!r}")
     compute_dtype(config.model)
     _check(config.model.kernels in KERNEL_CHOICES,
            unknown_name_message("model.kernels", config.model.kernels, KERNEL_CHOICES))

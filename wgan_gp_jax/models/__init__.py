@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from wgan_gp_jax import kernels, objectives
-from wgan_gp_jax.models import paper_architectures
+from wgan_gp_jax.models import conditional, paper_architectures
 from wgan_gp_jax.models.dcgan import DCGANCritic, DCGANGenerator
 from wgan_gp_jax.models.resnet import ResNetCritic, ResNetGenerator
 from wgan_gp_jax.models.toy import ToyCritic, ToyGenerator
@@ -123,6 +123,17 @@ def critic_normalization(config: ml_collections.ConfigDict) -> str:
 
 
 def build_models(config: ml_collections.ConfigDict, *, platform: str | None = None) -> Models:
+  """``_build_models``, class-conditional where ``model.num_classes > 0``: the generator takes labels
+  (``conditional.ClassConditionalGenerator``) and the critic gives ``1 + num_classes`` outputs."""
+  models = _build_models(config, platform=platform)
+  num_classes = config.model.get("num_classes", 0)
+  if not num_classes:
+    return models
+  return dataclasses.replace(models, generator=conditional.ClassConditionalGenerator(models.generator, num_classes),
+                             critic=models.critic.clone(outputs=1 + num_classes), num_classes=num_classes)
+
+
+def _build_models(config: ml_collections.ConfigDict, *, platform: str | None = None) -> Models:
   """Builds the models of the ``model`` config group (``name``: one of ``MODELS``; ``dtype``: ``float32`` or
   ``bfloat16``, see ``compute_dtype``; ``kernels``, resolved for ``platform`` by ``resolve_kernels``; the critic's
   normalisation, ``critic_normalization``) for the examples of the ``data`` group.

@@ -48,8 +48,9 @@ RESUMABLE_CHANGES = frozenset({
 # Keys added to the config after checkpoints were made without them, with the value that does what those checkpoints'
 # runs did: a checkpoint's config that lacks one is read as having it.
 ADDED_KEYS = {"model.dtype": "float32", "model.param_dtype": "float32", "model.kernels": "auto",
-              "model.critic_norm": "auto"}
-ADDED_IMAGE_KEYS = {"data.held_out": 0}  # added to image runs' configs only
+              "model.critic_norm": "auto", "model.num_classes": 0, "objective.acgan_scale": 1.0,
+              "objective.acgan_scale_g": 0.1}
+ADDED_IMAGE_KEYS = {"data.held_out": 0, "data.idx_folder": ""}  # added to image runs' configs only
 # Values renamed since checkpoints were made with them, per key: a saved and a requested config are compared by the
 # current names, so that a run resumes under either.
 RENAMED_VALUES = {"objective.name": objectives.RENAMED}

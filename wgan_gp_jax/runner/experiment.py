@@ -140,22 +140,44 @@ class Run:
   def samples_from_ema(self) -> bool:
     return self.use_ema and self.has_ema
 
-  def generate(self, z: jax.Array) -> np.ndarray:
-    """Generator outputs for latents ``z`` in evaluation mode (batch-norm running statistics)."""
+  @property
+  def num_classes(self) -> int:
+    """The classes of a class-conditional run (``model.num_classes``); 0 for an unconditional one."""
+    return self.models.num_classes
+
+  def labels(self, num: int, label: int | None = None) -> np.ndarray | None:
+    """The labels of ``num`` samples of a class-conditional run: ``label`` for all, else the classes in turn
+    (0, 1, ..., K-1, 0, ...); None for an unconditional run (which refuses a ``label``)."""
+    if not self.num_classes:
+      if label is not None:
+        raise ValueError(f"label={label}: this run is not class-conditional (model.num_classes=0)")
+      return None
+    if label is not None and not 0 <= label < self.num_classes:
+      raise ValueError(f"label={label}: this run's classes are 0 to {self.num_classes - 1}")
+    return np.full(num, label, np.int32) if label is not None else np.arange(num, dtype=np.int32) % self.num_classes
+
+  def generate(self, z: jax.Array, labels: np.ndarray | None = None) -> np.ndarray:
+    """Generator outputs for latents ``z`` (and, class-conditional, ``labels``, default ``labels(len(z))``) in
+    evaluation mode (batch-norm running statistics)."""
     if self.samples_from_ema:
       params, batch_stats = self.state.ema_params, self.state.ema_batch_stats
     else:
       params, batch_stats = self.state.generator_params, self.state.generator_batch_stats
-    outputs = [np.asarray(_generate_eval(self.models, params, batch_stats, z[i:i + _SAMPLE_CHUNK]))
-               for i in range(0, z.shape[0], _SAMPLE_CHUNK)]
+    if labels is None:
+      labels = self.labels(z.shape[0])
+    outputs = []
+    for i in range(0, z.shape[0], _SAMPLE_CHUNK):
+      condition = None if labels is None else jnp.asarray(labels[i:i + _SAMPLE_CHUNK])
+      outputs.append(np.asarray(_generate_eval(self.models, params, batch_stats, z[i:i + _SAMPLE_CHUNK], condition)))
     return np.concatenate(outputs)
 
   def latents(self, num: int, seed: int) -> jax.Array:
     return jax.random.normal(jax.random.key(seed), (num, self.models.latent_dim), jnp.float32)
 
-  def sample(self, num: int, seed: int) -> np.ndarray:
-    """``num`` samples: float32 ``(N, 2)`` for toy runs, uint8 ``(N, H, W, C)`` for image runs."""
-    outputs = self.generate(self.latents(num, seed))
+  def sample(self, num: int, seed: int, label: int | None = None) -> np.ndarray:
+    """``num`` samples: float32 ``(N, 2)`` for toy runs, uint8 ``(N, H, W, C)`` for image runs; of a
+    class-conditional run, of class ``label``, else of the classes in turn (``labels``)."""
+    outputs = self.generate(self.latents(num, seed), self.labels(num, label))
     if self.config.kind == "toy":
       return outputs.astype(np.float32)
     return to_uint8(outputs)
@@ -165,8 +187,8 @@ class Run:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _generate_eval(models: Models, params, batch_stats, z: jax.Array) -> jax.Array:
-  return train_lib.generate(models, params, batch_stats, z, train=False)[0]
+def _generate_eval(models: Models, params, batch_stats, z: jax.Array, labels: jax.Array | None) -> jax.Array:
+  return train_lib.generate(models, params, batch_stats, z, train=False, labels=labels)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -310,7 +332,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
   data_sharding = train_lib.iteration_data_sharding(mesh)
   image_batches = None
   if config.kind != "toy":
-    image_batches = data.prefetch_to_device(data.make_train_iterator(config), data_sharding)
+    image_batches = data.prefetch_to_device(
+        data.make_train_iterator(config, with_labels=config.model.num_classes > 0), data_sharding)
 
   with (checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep, keep_period=config.checkpoint.keep_period)
         as checkpoints,
@@ -344,7 +367,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, models: Model
       batches = image_batches
     iteration = train_lib.compile_train_iteration(models, parts.objective, parts.optimizers, mesh,
                                                   n_critic=config.n_critic, augmentation=parts.augmentation,
-                                                  ema=parts.ema)
+                                                  ema=parts.ema, conditioning=parts.conditioning)
     non_finite = _NonFiniteWatch(replicated)
     fid = periodic_eval.create(config, workdir)
     if fid is not None:
