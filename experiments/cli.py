@@ -77,12 +77,22 @@ def check_workdir_argument(argv: list[str]) -> None:
     fail(f"--workdir: {workdir} is a file, not a directory")
 
 
-def define_run_flags() -> tuple[flags.FlagHolder[bool], flags.FlagHolder[bool]]:
-  """``--ema``/``--noema`` and ``--best``: which generator of a run to load (``experiment.load_run``)."""
-  return (flags.DEFINE_bool("ema", True, "Sample from the generator's exponential moving average where the run keeps"
-                            " one (config.ema.enabled); --noema for the raw generator."),
-          flags.DEFINE_bool("best", False, "Load the checkpoint of the best FID measured during training"
-                            " (DIR/best_checkpoint) instead of the latest."))
+class RunFlags:
+  """``--ema``/``--noema``, ``--best`` and ``--step``: which generator of which checkpoint of a run a command loads."""
+
+  def __init__(self):
+    self.ema = flags.DEFINE_bool("ema", True, "Sample from the generator's exponential moving average where the run"
+                                 " keeps one (config.ema.enabled); --noema for the raw generator.")
+    self.best = flags.DEFINE_bool("best", False, "Load the checkpoint of the best FID measured during training"
+                                  " (DIR/best_checkpoint) instead of the latest.")
+    self.step = flags.DEFINE_integer("step", None, "Load the checkpoint at this generator step (it must be kept: see"
+                                     " checkpoint.keep_period) instead of the latest.")
+
+  def load(self, workdir: str, **options):
+    """``load_run`` of the checkpoint and generator the flags choose; ``--step`` with ``--best`` is one line."""
+    if self.step.value is not None and self.best.value:
+      fail("--step and --best each choose a checkpoint: give one of them")
+    return load_run(workdir, use_ema=self.ema.value, best=self.best.value, step=self.step.value, **options)
 
 
 def load_run(workdir: str, **options):

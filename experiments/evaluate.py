@@ -66,10 +66,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples, KID subsets and SW
 _KERNELS = flags.DEFINE_enum("kernels", None, list(KERNEL_CHOICES), "How layers are computed (as model.kernels):"
                              " the run's generator (default: its model.kernels) and the Inception (default: auto).")
 
-_EMA, _BEST = cli.define_run_flags()
-_STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this generator step (it must be kept: see"
-                             " checkpoint.keep_period) rather than the latest; writes evaluation_step_<STEP>.json"
-                             " (with --noema, evaluation_step_<STEP>_raw.json).")
+_RUN = cli.RunFlags()  # with --step, writes evaluation_step_<STEP>.json (with --noema, evaluation_step_<STEP>_raw.json)
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
@@ -116,9 +113,7 @@ def main(argv: list[str]) -> None:
     results = evaluation.real_floor(reference=_REFERENCE.value or str(DEFAULT_REFERENCE),
                                     resolution=_RESOLUTION.value, **common)
   else:
-    if _STEP.value is not None and _BEST.value:
-      cli.fail("--step and --best each choose a checkpoint: give one of them")
-    run = cli.load_run(workdir, use_ema=_EMA.value, best=_BEST.value, step=_STEP.value, kernels=_KERNELS.value)
+    run = _RUN.load(workdir, kernels=_KERNELS.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
     own_folder = not _REFERENCE.value and bool(run.config.data.get("image_folder"))
     held_out = run.config.data.get("held_out", 0) if own_folder and _HELD_OUT.value else 0
@@ -132,7 +127,7 @@ def main(argv: list[str]) -> None:
     results["step"] = int(run.state.step)
   results["wall_seconds"] = time.perf_counter() - start
   workdir.mkdir(parents=True, exist_ok=True)
-  output = workdir / workdir_lib.evaluation_filename(_STEP.value, raw_of_ema_run=raw_of_ema_run)
+  output = workdir / workdir_lib.evaluation_filename(_RUN.step.value, raw_of_ema_run=raw_of_ema_run)
   workdir_lib.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   if "memorisation" in results:
     picture = output.parent / f"{output.stem}_memorisation.png"

@@ -25,7 +25,7 @@ _STEPS = flags.DEFINE_integer("steps", 8, "Pictures from one face to the next, b
 _SCALE = flags.DEFINE_integer("scale", 0, "Upscaling of the pictures (0: to about 128 pixels).", lower_bound=0)
 flags.mark_flags_as_required(["workdir", "out"])
 
-_EMA, _BEST = cli.define_run_flags()
+_RUN = cli.RunFlags()
 
 def slerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
   """Spherical interpolation between latents ``a`` and ``b`` (shape ``(D,)``) at fractions ``t`` (shape ``(T,)``)."""
@@ -50,7 +50,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix != ".png":
     raise app.UsageError(f"--out must end in .png (the GIF goes beside it), got {out}")
-  run = cli.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  run = _RUN.load(_WORKDIR.value)
   if run.config.kind != "image":
     raise app.UsageError(f"{_WORKDIR.value} is a {run.config.kind} run; interpolation needs an image run")
   latents = interpolation_latents(run.latents(_FACES.value, _SEED.value), _STEPS.value)

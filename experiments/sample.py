@@ -21,7 +21,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent batch.")
 _OUT = flags.DEFINE_string("out", None, "Output .npz or .png file.")
 flags.mark_flags_as_required(["workdir", "out"])
 
-_EMA, _BEST = cli.define_run_flags()
+_RUN = cli.RunFlags()
 
 def main(argv):
   if len(argv) > 1:
@@ -29,7 +29,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   if out.suffix not in (".npz", ".png"):
     raise app.UsageError(f"--out must end in .npz or .png, got {out}")
-  run = cli.load_run(_WORKDIR.value, use_ema=_EMA.value, best=_BEST.value)
+  run = _RUN.load(_WORKDIR.value)
   samples = run.sample(_NUM.value, _SEED.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix == ".npz":

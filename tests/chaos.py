@@ -1,7 +1,7 @@
 r"""Chaos test: a short face run (EMA, DiffAugment, FID while training) interrupted at random moments, restarted until
 it finishes, must end bit-identical to the uninterrupted run with no unreadable checkpoint left behind.
 
-  python tests/chaos.py --trials 20 --seed 0 --report runs/chaos/report.json [--processes 2]
+  python tests/chaos.py --trials 20 --seed 0 --report runs/chaos/report.json [--processes 2] [--dtype float32]
 
 Each trial starts the run in a fresh work directory; at a random moment of a random kind, a random process of it
 receives SIGKILL or SIGTERM (chosen at random):
@@ -11,7 +11,8 @@ receives SIGKILL or SIGTERM (chosen at random):
               half a second);
   evaluation  after that step, while the process computes an FID (a stand-in Inception that takes half a second);
 
-then the run is restarted, and interrupted again with probability 1/2, until it finishes. With ``--processes 2``
+then the run is restarted, and interrupted again with probability 1/2, until it finishes. ``--dtype`` is the model's
+(``bfloat16``, the recipe's, by default; ``float32`` computes the convolutions with the CPU kernels: oneDNN, Winograd). With ``--processes 2``
 the run is 2 processes x 4 devices (``jax.distributed`` on localhost) and the uninterrupted run is too; when one
 process is killed the other is killed as well (a pod's job is restarted whole), a SIGTERM reaches one process only.
 The trial passes if the final state, the samples, ``metrics.jsonl`` (but its times) and the best-FID record equal
@@ -47,12 +48,12 @@ EVALUATION_SECONDS = 0.5
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-def overrides(face_folder: pathlib.Path, data_dir: pathlib.Path) -> dict:
-  """The run every trial makes: the resume tests' small face model, with FID every 6 steps."""
+def overrides(face_folder: pathlib.Path, data_dir: pathlib.Path, dtype: str = "bfloat16") -> dict:
+  """The run every trial makes: the resume tests' small face model in ``dtype``, with FID every 6 steps."""
   sys.path.insert(0, str(TESTS))
   from checkpoint_testing import image_overrides  # noqa: E402  (the tests' own helpers)
 
-  return {**image_overrides(face_folder, data_dir), "num_steps": 24, "checkpoint.every": 4,
+  return {**image_overrides(face_folder, data_dir), "num_steps": 24, "checkpoint.every": 4, "model.dtype": dtype,
           "evaluation.every": 6, "evaluation.num_samples": 16, "evaluation.max_time_fraction": 1.0}
 
 
@@ -251,17 +252,18 @@ def _outcome(workdir: pathlib.Path, reference: pathlib.Path) -> list[str]:
 
 
 def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.Path, root: pathlib.Path,
-               kinds: tuple[str, ...] = KINDS, max_restarts: int = 8, again_probability: float = 0.5) -> dict:
+               dtype: str = "bfloat16", kinds: tuple[str, ...] = KINDS, max_restarts: int = 8,
+               again_probability: float = 0.5) -> dict:
   """Runs the trials in ``root``; the report (a dict). Each restart is interrupted again with ``again_probability``,
   at most ``max_restarts`` times."""
   rng = random.Random(seed)
   cache = root / "compilation_cache"
   data_dir = root / "tfds"
-  settings = overrides(face_folder, data_dir)
+  settings = overrides(face_folder, data_dir, dtype)
   from wgan_gp_jax.data import prepare
 
   prepare.prepare_image_folder(face_folder, resolution=settings["data.resolution"], data_dir=data_dir)
-  reference = root / "uninterrupted"
+  reference = root / f"uninterrupted_{processes}p_{dtype}"
   if not (reference / "checkpoints").is_dir() or _checkpoint_steps(reference)[-1:] != [settings["num_steps"]]:
     shutil.rmtree(reference, ignore_errors=True)
     (root / "logs" / "uninterrupted").mkdir(parents=True, exist_ok=True)
@@ -269,7 +271,8 @@ def run_trials(*, trials: int, seed: int, processes: int, face_folder: pathlib.P
     if any(_wait_job(started)):
       raise RuntimeError(f"the uninterrupted run failed: see {root / 'logs' / 'uninterrupted'}")
 
-  report = {"trials": [], "processes": processes, "seed": seed, "settings": {k: str(v) for k, v in settings.items()}}
+  report = {"trials": [], "processes": processes, "dtype": dtype, "seed": seed,
+            "settings": {k: str(v) for k, v in settings.items()}}
   for trial in range(trials):
     workdir = root / f"trial_{trial:03d}"
     log_dir = root / "logs" / workdir.name
@@ -328,6 +331,7 @@ def main() -> None:
   parser.add_argument("--trials", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+  parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
   parser.add_argument("--faces", type=pathlib.Path, default=REPO_ROOT.parent / "shared" / "data" / "celeba_10k" /
                       "images", help="a folder of face images (the first 64 are used)")
   parser.add_argument("--root", type=pathlib.Path, default=None, help="working folder (default: a temporary one)")
@@ -341,8 +345,15 @@ def main() -> None:
     for path in sorted(args.faces.glob("*.jpg"))[:64]:
       shutil.copy(path, faces)
   start = time.perf_counter()
-  report = run_trials(trials=args.trials, seed=args.seed, processes=args.processes, face_folder=faces, root=root)
+  report = run_trials(trials=args.trials, seed=args.seed, processes=args.processes, face_folder=faces, root=root,
+                      dtype=args.dtype)
   report["summary"]["wall_seconds"] = round(time.perf_counter() - start, 1)
+  from experiments import subruns
+  from wgan_gp_jax.runner import host
+
+  report["command"] = " ".join(["python", "tests/chaos.py", *sys.argv[1:]])
+  report["commit"], report["cpu"] = subruns.git_commit(), host.cpu_description()
+  report["date"] = time.strftime("%Y-%m-%d")
   print(json.dumps(report["summary"], indent=2))
   if args.report:
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 import signal
+import types
 
 import numpy as np
 import pytest
@@ -105,6 +106,55 @@ def test_without_weights_the_run_goes_on_without_fid(face_folder, tmp_path, monk
   run = experiment.train_and_evaluate(_config(face_folder, tmp_path / "tfds", **{
       "num_steps": 2, "checkpoint.every": 2}), tmp_path)
   assert int(run.state.step) == 2 and not _fids(tmp_path)
+
+
+def test_the_fid_loader_uses_the_runs_training_faces_preprocessed_as_the_run_and_scores_its_ema_samples(
+    face_folder, tmp_path, monkeypatch):
+  """The real ``load_fid_model`` with a stand-in Inception (2x2 block means of the pixels): the reference is the run's
+  image folder at its resolution, crop and channels, less its held-out faces; the images scored are the EMA
+  generator's samples of the evaluation's fixed latents."""
+  from wgan_gp_jax.metrics import fid as fid_lib
+  from wgan_gp_jax.metrics import inception, reference
+
+  seen = []
+
+  def block_means(images, *, params, batch_size=50, preprocessing="pytorch_fid", with_logits=False, kernels="auto"):
+    seen.append(np.array(images))
+    x = np.asarray(images, np.float64)
+    n, h, w, c = x.shape
+    return {"pool3": x.reshape(n, 2, h // 2, 2, w // 2, c).mean(axis=(2, 4)).reshape(n, -1)}
+
+  calls = []
+  reference_features = reference.reference_features
+
+  def spy(folder, **kwargs):
+    calls.append((str(folder), kwargs))
+    return reference_features(folder, **kwargs)
+
+  monkeypatch.setattr(inception, "inception_features", block_means)
+  weights = types.SimpleNamespace(source="stand_in_for_periodic_eval.npz", has_logits=False)
+  monkeypatch.setattr(inception, "load_inception", lambda weights_path=None, cache=None: weights)
+  monkeypatch.setattr(reference, "reference_features", spy)
+  config = _config(face_folder, tmp_path / "tfds", num_steps=4, **{"model.kernels": "xla"})
+  experiment.train_and_evaluate(config, tmp_path / "run")
+
+  (folder, kwargs), = calls
+  assert folder == str(face_folder) and kwargs["params"] is weights and kwargs["kernels"] == "xla"
+  assert (kwargs["resolution"], kwargs["crop"], kwargs["channels"]) == (16, config.data.crop, 3)
+  real = reference.load_reference_images(face_folder, resolution=16, crop=config.data.crop, channels=3)
+  np.testing.assert_array_equal(seen[0], real)  # the whole folder's features, cached once
+  training = block_means(real[:64 - config.data.held_out], params=None)["pool3"]  # the 56 faces trained on
+  ema_samples = experiment.load_run(tmp_path / "run").sample(16, periodic_eval.SAMPLE_SEED)
+  np.testing.assert_array_equal(seen[-1], ema_samples)  # the last evaluation, at step 4, scored the EMA's samples
+  raw = experiment.load_run(tmp_path / "run", use_ema=False).sample(16, periodic_eval.SAMPLE_SEED)
+  assert not np.array_equal(raw, ema_samples)
+
+  def fid(samples, real_features):
+    mu, sigma = fid_lib.gaussian_statistics(block_means(samples, params=None)["pool3"])
+    real_mu, real_sigma = fid_lib.gaussian_statistics(real_features)
+    return float(fid_lib.frechet_distance(mu, sigma, real_mu, real_sigma))
+
+  np.testing.assert_allclose(_fids(tmp_path / "run")[4], fid(ema_samples, training), rtol=1e-6)
 
 
 def test_the_cadence_is_the_smallest_multiple_of_every_within_the_time_bound():

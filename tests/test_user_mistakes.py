@@ -129,12 +129,27 @@ def test_a_command_on_a_work_directory_that_is_not_a_run(module, flags, tmp_path
   assert sorted(path.name for path in tmp_path.iterdir()) == ["not_a_run"], "nothing written"
 
 
-def test_evaluate_at_a_step_the_run_does_not_keep(toy_run_copy, command_env):
+@pytest.mark.parametrize("module, flags", [("sample", ["--out=out.npz"]), ("evaluate", ["--num_samples=100"])])
+def test_a_command_at_a_step_the_run_does_not_keep(module, flags, toy_run_copy, command_env):
   before = _files(toy_run_copy)
-  result = _run(_command("evaluate", f"--workdir={toy_run_copy}", "--step=7", "--num_samples=100"), command_env)
+  flags = [flag.replace("=out", f"={toy_run_copy.parent}/out") for flag in flags]
+  result = _run(_command(module, f"--workdir={toy_run_copy}", "--step=7", *flags), command_env)
   _assert_one_line_error(result, USAGE_ERROR, f"no checkpoint at step 7 in {toy_run_copy}/checkpoints; there are"
                          " steps [5, 10]")
   assert _files(toy_run_copy) == before
+  both = _run(_command(module, f"--workdir={toy_run_copy}", "--step=5", "--best", *flags), command_env)
+  _assert_one_line_error(both, USAGE_ERROR, "--step and --best each choose a checkpoint: give one of them")
+
+
+def test_sample_at_a_kept_step(toy_run, tmp_path, command_env):
+  from wgan_gp_jax.runner import experiment
+
+  result = _run(_command("sample", f"--workdir={toy_run}", "--step=5", "--num=8", "--seed=3",
+                         f"--out={tmp_path / 'step5.npz'}"), command_env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  samples = np.load(tmp_path / "step5.npz")["samples"]
+  np.testing.assert_array_equal(samples, experiment.load_run(toy_run, step=5).sample(8, seed=3))
+  assert not np.array_equal(samples, experiment.load_run(toy_run).sample(8, seed=3))  # not the latest, step 10
 
 
 @pytest.mark.parametrize("module, flags", [("sample", ["--out=out.npz"]), ("interpolate", ["--out=out.png"]),
