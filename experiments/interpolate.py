@@ -25,6 +25,7 @@ _STEPS = flags.DEFINE_integer("steps", 8, "Pictures from one face to the next, b
 _SCALE = flags.DEFINE_integer("scale", 0, "Upscaling of the pictures (0: to about 128 pixels).", lower_bound=0)
 flags.mark_flags_as_required(["workdir", "out"])
 
+_LABEL = flags.DEFINE_integer("label", 0, "A class-conditional run's class, the same along every path.", lower_bound=0)
 _RUN = cli.RunFlags()
 
 def slerp(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
@@ -53,9 +54,12 @@ def main(argv):
   run = _RUN.load(_WORKDIR.value)
   if run.config.kind != "image":
     raise app.UsageError(f"{_WORKDIR.value} is a {run.config.kind} run; interpolation needs an image run")
+  if run.num_classes and not 0 <= _LABEL.value < run.num_classes:
+    cli.fail(f"--label={_LABEL.value}: this run's classes are 0 to {run.num_classes - 1}")
   latents = interpolation_latents(run.latents(_FACES.value, _SEED.value), _STEPS.value)
   pairs, steps, dim = latents.shape
-  frames = experiment.to_uint8(run.generate(latents.reshape(pairs * steps, dim)))
+  frames = experiment.to_uint8(run.generate(latents.reshape(pairs * steps, dim),
+                                            run.labels(pairs * steps, _LABEL.value if run.num_classes else None)))
   scale = _SCALE.value or max(1, 128 // run.config.data.resolution)
   out.parent.mkdir(parents=True, exist_ok=True)
   plotting.save_image_grid(out, frames, columns=steps, scale=scale)
