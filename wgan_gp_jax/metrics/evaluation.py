@@ -194,6 +194,10 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     metrics = [m for m in metrics if m not in INCEPTION_METRICS]
   fake = np.asarray(run.sample(num_samples, seed))
   sampling = time.perf_counter() - start
+  if getattr(run, "num_classes", 0):  # a class-conditional run: does its own classifier find the asked classes?
+    labels = run.labels(num_samples)
+    predicted = np.argmax(run.classify(fake.astype(np.float32) / 127.5 - 1.0), axis=-1)
+    results["own_classifier_accuracy"] = float(np.mean(predicted == labels))
   features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, cache=cache, kernels=kernels,
                      **prep)
   real_features = held_out_features = None

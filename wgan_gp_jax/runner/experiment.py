@@ -183,7 +183,17 @@ class Run:
     return to_uint8(outputs)
 
   def critic(self, x: np.ndarray) -> np.ndarray:
-    return np.asarray(_critic_eval(self.models, self.state.critic_params, jnp.asarray(x)))
+    """The critic's scores ``(N,)`` of ``x``."""
+    outputs = np.asarray(_critic_eval(self.models, self.state.critic_params, jnp.asarray(x)))
+    return outputs[:, 0] if self.num_classes else outputs
+
+  def classify(self, x: np.ndarray) -> np.ndarray:
+    """A class-conditional run's critic's class logits ``(N, num_classes)`` of ``x`` (images in [-1, 1])."""
+    if not self.num_classes:
+      raise ValueError("classify: this run is not class-conditional (model.num_classes=0)")
+    outputs = [np.asarray(_critic_eval(self.models, self.state.critic_params, jnp.asarray(x[i:i + _SAMPLE_CHUNK])))
+               for i in range(0, len(x), _SAMPLE_CHUNK)]
+    return np.concatenate(outputs)[:, 1:]
 
 
 @functools.partial(jax.jit, static_argnums=0)
