@@ -129,8 +129,12 @@ def build_models(config: ml_collections.ConfigDict, *, platform: str | None = No
   num_classes = config.model.get("num_classes", 0)
   if not num_classes:
     return models
-  return dataclasses.replace(models, generator=conditional.ClassConditionalGenerator(models.generator, num_classes),
-                             critic=models.critic.clone(outputs=1 + num_classes), num_classes=num_classes)
+  if isinstance(models.generator, ResNetGenerator):  # conditioned by its batch norms, as the authors' ResNet
+    generator = models.generator.clone(num_classes=num_classes)
+  else:
+    generator = conditional.ClassConditionalGenerator(models.generator, num_classes)
+  return dataclasses.replace(models, generator=generator, critic=models.critic.clone(outputs=1 + num_classes),
+                             num_classes=num_classes)
 
 
 def _build_models(config: ml_collections.ConfigDict, *, platform: str | None = None) -> Models:

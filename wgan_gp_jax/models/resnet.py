@@ -32,19 +32,47 @@ def _mean_pool(x: jax.Array) -> jax.Array:
   return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-class GeneratorBlock(nn.Module):
-  """Pre-activation residual block that doubles the resolution."""
-  features: int
+class ConditionalBatchNorm(nn.Module):
+  """Batch norm whose scale and offset are the class's (de Vries et al. 2017; the authors' ``gan_cifar_resnet.py``
+  conditions its generator this way), then ReLU: the normalised ``x`` times a learned per-class scale (1 at the start)
+  plus a per-class offset (0)."""
+  num_classes: int
   dtype: Any = jnp.float32
   kernels: str = "xla"
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, labels: jax.Array, train: bool) -> jax.Array:
+    y = layer_set(self.kernels).BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    features = x.shape[-1]
+    scale = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones, name="class_scale")(labels)
+    offset = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros, name="class_offset")(labels)
+    y = y.astype(jnp.float32) * scale[:, None, None, :] + offset[:, None, None, :]
+    return nn.relu(y).astype(self.dtype)
+
+
+def _norm_relu(x: jax.Array, labels: jax.Array | None, *, num_classes: int, train: bool, dtype: Any,
+               kernels: str) -> jax.Array:
+  """Batch norm and ReLU: the class's (``ConditionalBatchNorm``) where ``num_classes``, else the layers' own."""
+  if num_classes:
+    return ConditionalBatchNorm(num_classes, dtype=dtype, kernels=kernels)(x, labels, train)
+  return layer_set(kernels).BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, relu=True)(x)
+
+
+class GeneratorBlock(nn.Module):
+  """Pre-activation residual block that doubles the resolution (its batch norms the class's where ``num_classes``)."""
+  features: int
+  dtype: Any = jnp.float32
+  kernels: str = "xla"
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
     layers = layer_set(self.kernels)
+    norm = dict(num_classes=self.num_classes, train=train, dtype=self.dtype, kernels=self.kernels)
     shortcut = layers.Conv(self.features, (1, 1), dtype=self.dtype)(_upsample(x))
-    y = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+    y = _norm_relu(x, labels, **norm)
     y = layers.Conv(self.features, (3, 3), dtype=self.dtype)(_upsample(y))
-    y = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(y)
+    y = _norm_relu(y, labels, **norm)
     y = layers.Conv(self.features, (3, 3), dtype=self.dtype)(y)
     return shortcut + y
 
@@ -73,19 +101,25 @@ class CriticBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
+  """The authors' CIFAR-10 ResNet generator; with ``num_classes``, class-conditional by its batch norms
+  (``ConditionalBatchNorm``), as their ``gan_cifar_resnet.py``, and called with ``labels``."""
   resolution: int = 32
   channels: int = 3
   width: int = 128
   dtype: Any = jnp.float32
   kernels: str = "xla"
+  num_classes: int = 0
 
   @nn.compact
-  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, z: jax.Array, train: bool = True, labels: jax.Array | None = None) -> jax.Array:
+    if (labels is not None) != bool(self.num_classes):
+      raise ValueError(f"labels are for a class-conditional generator (num_classes={self.num_classes})")
     layers = layer_set(self.kernels)
     x = layers.Dense(4 * 4 * self.width, dtype=self.dtype)(z).reshape(z.shape[0], 4, 4, self.width)
     for _ in range(num_resolution_doublings(self.resolution)):
-      x = GeneratorBlock(self.width, dtype=self.dtype, kernels=self.kernels)(x, train)
-    x = layers.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, relu=True)(x)
+      x = GeneratorBlock(self.width, dtype=self.dtype, kernels=self.kernels, num_classes=self.num_classes)(
+          x, train, labels)
+    x = _norm_relu(x, labels, num_classes=self.num_classes, train=train, dtype=self.dtype, kernels=self.kernels)
     return jnp.tanh(layers.Conv(self.channels, (3, 3), dtype=self.dtype)(x).astype(jnp.float32))
 
 
