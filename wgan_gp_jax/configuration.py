@@ -237,6 +237,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _check(config.model.width > 0 and config.model.latent_dim > 0, "model.width and model.latent_dim must be positive")
     _check(isinstance(config.model.num_classes, int) and config.model.num_classes >= 0 and config.model.num_classes != 1,
            f"model.num_classes must be 0 (unconditional) or at least 2, got {config.model.num_classes!r}")
+    _check(config.kind == "image" or not config.model.num_classes,
+           "model.num_classes: toy data have no labels; class-conditional runs are image runs")
     compute_dtype(config.model)
     _check(config.model.kernels in KERNEL_CHOICES,
            unknown_name_message("model.kernels", config.model.kernels, KERNEL_CHOICES))

@@ -71,8 +71,9 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, with_labels: bool 
   if len(data_source) == 0:
     raise ValueError(f"the train split of {to_image.description} has no examples")
   if with_labels and prepare.LABEL_KEY not in data_source[0]:
-    raise ValueError(f"{to_image.description} has no {prepare.LABEL_KEY!r} feature: a conditional model"
-                     " (model.num_classes > 0) needs labelled data (a labelled TFDS dataset or data.idx_folder)")
+    raise images.ImageSourceError(
+        f"config.model.num_classes: {to_image.description} has no {prepare.LABEL_KEY!r} feature, and a class-conditional"
+        " model needs labelled data (a labelled TFDS dataset such as mnist or cifar10, or config.data.idx_folder)")
   held_out = data.get("held_out", 0)
   if held_out:
     data_source = _TrainingExamples(data_source, held_out, description=data.image_folder or data.dataset)
