@@ -132,19 +132,3 @@ def test_the_acgan_terms_are_the_classifiers_cross_entropy_weighted_as_configure
   np.testing.assert_allclose(metrics["acgan_critic_loss"], cross_entropy(state.critic_params), rtol=1e-5)
   logits = models.critic.apply({"params": state.critic_params}, real)[:, 1:]
   np.testing.assert_allclose(metrics["acgan_real_accuracy"], np.mean(np.argmax(logits, -1) == labels))
-
-
-def test_the_penalty_sees_the_scores_only():
-  """The objective's critic loss, penalty included, is the unconditional one of the score column."""
-  config = _conditional_config(**{"objective.acgan_scale": 0.0})
-  models = build_models(config)
-  parts = configuration.training_parts(config)
-  state = train.init_state(models, parts.optimizers, seed=0, ema=False)
-  real = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), minval=-1, maxval=1)
-  fake = jax.random.uniform(jax.random.key(3), (4, 8, 8, 1), minval=-1, maxval=1)
-  scores = lambda x: models.critic.apply({"params": state.critic_params}, x)[:, 0]
-  expected, _ = parts.objective.critic_loss(scores, real, fake, jax.random.key(4))
-  outputs = lambda x: models.critic.apply({"params": state.critic_params}, x)
-  got, _ = parts.objective.critic_loss(lambda x: conditional.split_outputs(outputs(x))[0], real, fake,
-                                       jax.random.key(4))
-  np.testing.assert_allclose(got, expected, rtol=1e-6)
