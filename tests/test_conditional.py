@@ -3,6 +3,8 @@ against their formulas, the conditional models, and a short run whose generator 
 
 import gzip
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +12,14 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from PIL import Image
 
-from wgan_gp_jax import configuration, train
+from wgan_gp_jax import configuration, losses, train
 from wgan_gp_jax.data import idx, images, pipeline, prepare
 from wgan_gp_jax.models import build_models, conditional
+
+import program_fingerprints
+from checkpoint_testing import REPO_ROOT
 
 
 def _mnist_data_config(shared_data, data_dir, **data):
@@ -132,3 +138,131 @@ def test_the_acgan_terms_are_the_classifiers_cross_entropy_weighted_as_configure
   np.testing.assert_allclose(metrics["acgan_critic_loss"], cross_entropy(state.critic_params), rtol=1e-5)
   logits = models.critic.apply({"params": state.critic_params}, real)[:, 1:]
   np.testing.assert_allclose(metrics["acgan_real_accuracy"], np.mean(np.argmax(logits, -1) == labels))
+
+
+def test_the_generators_acgan_term_is_the_cross_entropy_on_samples_of_uniformly_drawn_labels():
+  """With SGD at learning rate 1 a generator update is minus the gradient: the AC-GAN term adds ``acgan_scale_g`` times
+  the gradient of the critic's cross-entropy on the generator's samples, of labels drawn from the update's key."""
+  config = _conditional_config(**{"generator.name": "sgd", "generator.learning_rate": 1.0})
+  models = build_models(config)
+  state = train.init_state(models, configuration.training_parts(config).optimizers, seed=0, ema=False)
+  key, batch_size = jax.random.key(4), 6
+  updated = {}
+  for scale in (0.0, 0.1, 0.3):
+    parts = configuration.training_parts(configuration.override(config, {"objective.acgan_scale_g": scale}))
+    update = train.make_generator_update(models, parts.objective, parts.optimizers.generator,
+                                         conditioning=parts.conditioning)
+    updated[scale], metrics = update(state, key, batch_size)
+  z = jax.random.normal(key, (batch_size, 8))
+  labels = jax.random.randint(jax.random.fold_in(key, train._GENERATOR_LABELS), (batch_size,), 0, 3)
+  assert len(set(labels.tolist())) > 1  # drawn, not one class
+
+  def cross_entropy(params):
+    samples, _ = train.generate(models, params, state.generator_batch_stats, z, train=True, labels=labels)
+    logits = models.critic.apply({"params": state.critic_params}, samples)[:, 1:]
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(batch_size), labels])
+
+  expected = jax.grad(cross_entropy)(state.generator_params)
+  steps = {scale: jax.tree.map(jnp.subtract, updated[scale].generator_params, updated[0.0].generator_params)
+           for scale in (0.1, 0.3)}
+  for scale, step in steps.items():
+    for a, b in zip(jax.tree.leaves(step), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, -scale * b, rtol=1e-3, atol=1e-7)
+  np.testing.assert_allclose(metrics["acgan_generator_loss"], cross_entropy(state.generator_params), rtol=1e-5)
+
+
+def test_the_gradient_penalty_is_on_the_score_alone():
+  """The critic's class logits are no part of the penalty's input gradient (the authors' ``gan_cifar_resnet.py``)."""
+  config = _conditional_config(**{"objective.name": "wgan_gp"})
+  models = build_models(config)
+  parts = configuration.training_parts(config)
+  state = train.init_state(models, parts.optimizers, seed=0, ema=False)
+  real = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), minval=-1, maxval=1)
+  labels, key = jnp.array([0, 2, 1, 2]), jax.random.key(2)
+  update = train.make_critic_update(models, parts.objective, parts.optimizers.critic, conditioning=parts.conditioning)
+  _, _, metrics = update(state, state.critic_params, state.critic_opt_state, real, key, labels)
+  z_key, penalty_key = jax.random.split(key)
+  fake, _ = train.generate(models, state.generator_params, state.generator_batch_stats,
+                           jax.random.normal(z_key, (4, 8)), train=True, labels=labels)
+  outputs = train.critic_fn(models, state.critic_params)
+  on_the_score = losses.gradient_penalty(lambda x: outputs(x)[:, 0], real, fake, penalty_key)
+  on_everything = losses.gradient_penalty(lambda x: jnp.sum(outputs(x), axis=1), real, fake, penalty_key)
+  np.testing.assert_allclose(metrics["gradient_penalty"], on_the_score, rtol=1e-5)
+  assert abs(float(on_everything - on_the_score)) > 1e-3 * abs(float(on_the_score))
+
+
+LEVELS = (-0.7, 0.0, 0.7)
+
+
+def _three_brightness_classes(rng, count):
+  """Images of class k: noise around the grey level ``LEVELS[k]``."""
+  labels = rng.integers(0, 3, count).astype(np.int32)
+  images = np.asarray(LEVELS, np.float32)[labels][:, None, None, None] + rng.normal(0, 0.15, (count, 8, 8, 1))
+  return np.clip(images, -1, 1).astype(np.float32), labels
+
+
+def test_a_short_conditional_run_makes_the_class_it_is_asked_for():
+  """Three classes told apart by their grey level alone: after a short run, the samples asked of each class have
+  that class's level (measured on the pixels, not by the run's own classifier)."""
+  config = _conditional_config(**{"batch_size": 16, "model.width": 8, "critic.learning_rate": 1e-3,
+                                  "generator.learning_rate": 1e-3})
+  models = build_models(config)
+  parts = configuration.training_parts(config)
+  state = train.init_state(models, parts.optimizers, seed=0, ema=False)
+  iteration = jax.jit(train.make_train_iteration(models, parts.objective, parts.optimizers, n_critic=2,
+                                                 conditioning=parts.conditioning))
+  rng = np.random.default_rng(0)
+  for _ in range(150):
+    images, labels = _three_brightness_classes(rng, 2 * 16)
+    state, metrics = iteration(state, (images.reshape(2, 16, 8, 8, 1), labels.reshape(2, 16)))
+  z = jax.random.normal(jax.random.key(9), (64, 8))
+  levels = [float(jnp.mean(train.generate(models, state.generator_params, state.generator_batch_stats, z,
+                                          train=False, labels=jnp.full((64,), k))[0])) for k in range(3)]
+  assert all(abs(level - target) < 0.25 for level, target in zip(levels, LEVELS)), levels
+  assert float(metrics["acgan_fake_accuracy"]) > 0.9, metrics
+
+
+# program_fingerprints.fingerprints() on main before labels existed (commit 0ee01a3, 2026-12-07).
+UNCONDITIONAL_FINGERPRINTS = {
+    "celeba32": {"state": "cf5481d5efa3092f", "iteration": "2dff663222f50e7d", "sampling": "830946856e4e4b8a"},
+    "celeba32_gated": {"state": "b232291f998855b3", "iteration": "cf47876e4dd47d96", "sampling": "b1451201c5c05f9c"},
+    "cifar10_resnet": {"state": "d1e006dc44f7b770", "iteration": "4afa4daa5c29b41d", "sampling": "c118e121911a4167"},
+    "toy_8gaussians": {"state": "2859c3db8a66932e", "iteration": "dee1e3ea0c8e28b1", "sampling": "63ba6673f009bf85"},
+}
+
+
+def test_unconditional_configs_keep_their_initial_parameters_and_programs():
+  """Labels changed nothing an unconditional run computes: the same initial state and the same lowered training and
+  sampling programs as before they existed. A deliberate change to what unconditional runs compute must update
+  ``UNCONDITIONAL_FINGERPRINTS`` (and say so in its commit)."""
+  assert program_fingerprints.fingerprints() == UNCONDITIONAL_FINGERPRINTS
+
+
+def _command(env, *args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_the_conditional_mnist_config_trains_and_samples_a_class_or_a_row_per_class(shared_data, command_env,
+                                                                                    tmp_path):
+  workdir = tmp_path / "run"
+  trained = _command(command_env, "experiments.train", "--config", "experiments/configs/mnist.py:conditional",
+                     f"--workdir={workdir}", f"--config.data.idx_folder={shared_data / 'mnist_t10k'}",
+                     f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.resolution=16",
+                     "--config.model.width=4", "--config.batch_size=10", "--config.n_critic=1",
+                     "--config.num_steps=2", "--config.evaluation.every=0")
+  assert trained.returncode == 0, trained.stderr[-4000:]
+  out = _command(command_env, "experiments.sample", f"--workdir={workdir}", "--num=6", "--label=3",
+                 f"--out={tmp_path / 'threes.npz'}")
+  assert out.returncode == 0, out.stderr[-4000:]
+  saved = np.load(tmp_path / "threes.npz")
+  assert saved["samples"].shape == (6, 16, 16, 1) and saved["labels"].tolist() == [3] * 6
+  grid = _command(command_env, "experiments.sample", f"--workdir={workdir}", "--num=20", f"--out={tmp_path / 'g.png'}")
+  assert grid.returncode == 0, grid.stderr[-4000:]
+  height, width = np.asarray(Image.open(tmp_path / "g.png")).shape[:2]
+  assert height > 4 * width  # ten rows (one per digit) of two samples
+  wrong = _command(command_env, "experiments.sample", f"--workdir={workdir}", "--label=10",
+                   f"--out={tmp_path / 'x.npz'}")
+  assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr[-3000:]
+  assert wrong.stderr.strip().splitlines()[-1] == "error: --label=10: this run's classes are 0 to 9"
+  assert not (tmp_path / "x.npz").exists()

@@ -19,8 +19,7 @@ __all__ = ["ClassConditionalGenerator", "score_outputs", "split_outputs"]
 def score_outputs(outputs: jax.Array) -> jax.Array:
   """A critic's last layer ``(N, outputs)`` as it returns it, in float32: the scores ``(N,)`` where ``outputs`` is
   1, else ``(N, 1 + K)`` (``split_outputs``)."""
-  outputs = outputs.astype(jnp.float32)
-  return outputs[:, 0] if outputs.shape[-1] == 1 else outputs
+  return (outputs[:, 0] if outputs.shape[-1] == 1 else outputs).astype(jnp.float32)  # as unconditional critics did
 
 
 def split_outputs(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
