@@ -40,7 +40,7 @@ def test_train_sample_interpolate_and_evaluate_commands_on_faces(face_folder, co
   workdir = tmp_path / "run"
   _run(command_env, "experiments.train", "--config", "experiments/configs/celeba32.py", f"--workdir={workdir}",
        f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-       "--config.data.held_out=8", "--config.model.width=4",
+       "--config.data.held_out=8", "--config.model.width=4", "--config.evaluation.every=0",
        "--config.batch_size=8", "--config.n_critic=2", "--config.num_steps=3")
   _run(command_env, "experiments.sample", f"--workdir={workdir}", "--num=10", "--seed=1",
        f"--out={tmp_path / 'faces.npz'}")
