@@ -36,6 +36,7 @@ from experiments import cli  # noqa: E402
 
 from wgan_gp_jax.metrics import evaluation, inception  # noqa: E402
 from wgan_gp_jax.models import KERNEL_CHOICES  # noqa: E402
+from wgan_gp_jax.runner import plotting  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = _REPO.parent / "shared" / "data" / "celeba_10k" / "images"
@@ -77,25 +78,6 @@ def _print_table(results: dict) -> None:
     print(f"{key:<{width}}  {shown}")
 
 
-def _draw_closest_pairs(path: pathlib.Path, run, results: dict) -> None:
-  """The samples nearest to a training image beside those training images, and the held-out images nearest to a
-  training image beside theirs (memorisation would show as samples nearer their pair than held-out faces are)."""
-  from wgan_gp_jax.metrics import reference as reference_lib
-  from wgan_gp_jax.runner import plotting
-
-  report = results["memorisation"]
-  real = reference_lib.load_reference_images(results["reference"], resolution=results["resolution"],
-                                             crop=results["crop"], channels=results["channels"])
-  held_out_start = reference_lib.parse_split(results["held_out_split"], len(real)).start
-  samples = run.sample(results["num_samples"], results["seed"])
-  closest_samples, closest_held_out = report["closest_samples"], report["closest_held_out"]
-  plotting.save_labelled_grids(path, [
-      ("samples nearest a training face", samples[[p["index"] for p in closest_samples]]),
-      ("their nearest training faces", real[[p["training_index"] for p in closest_samples]]),
-      ("held-out faces nearest a training face", real[[held_out_start + p["index"] for p in closest_held_out]]),
-      ("their nearest training faces", real[[p["training_index"] for p in closest_held_out]])])
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -131,7 +113,7 @@ def main(argv: list[str]) -> None:
   workdir_lib.write_text_whole(output, json.dumps(results, indent=2, default=str) + "\n")
   if "memorisation" in results:
     picture = output.parent / f"{output.stem}_memorisation.png"
-    _draw_closest_pairs(picture, run, results)
+    plotting.save_labelled_grids(picture, evaluation.closest_pairs(run, results))
     print(f"wrote {picture}")
   _print_table(results)
   print(f"wrote {output}")

@@ -4,7 +4,8 @@ results (its config, FID curve, evaluation plan, best checkpoint, training wall 
 
   python -m experiments.record --workdir runs/celeba32 --out docs/results/celeba32_default.json \
       --command "python -m experiments.train --config experiments/configs/celeba32.py --workdir runs/celeba32" \
-      [--commit 0123abc] [--cpu "AMD EPYC (family 25 model 17)"] [--date 2026-12-07] [--note "..."]
+      [--commit 0123abc] [--cpu "AMD EPYC (family 25 model 17)"] [--date 2026-12-07] [--note "..."] \
+      [--include real_floor=runs/floor/evaluation.json]
 
 ``--commit``, ``--cpu`` and ``--date`` default to this checkout's commit, this machine's CPU and today: give them
 where the run was made elsewhere or earlier. The record is rewritten whole each time.
@@ -28,6 +29,8 @@ _COMMIT = flags.DEFINE_string("commit", None, "The commit the run was made with 
 _CPU = flags.DEFINE_string("cpu", None, "The CPU the run was made on (default: this machine's).")
 _DATE = flags.DEFINE_string("date", None, "The date of the run, YYYY-MM-DD (default: today).")
 _NOTE = flags.DEFINE_string("note", "", "What else a reader must know (other processes on the machine, ...).")
+_INCLUDE = flags.DEFINE_list("include", [], "NAME=FILE.json pairs: other results the figure quotes beside the run's"
+                             " (a real-vs-real floor's evaluation.json, ...), kept under 'included'.")
 flags.mark_flags_as_required(["workdir", "out", "command"])
 
 
@@ -59,9 +62,15 @@ def main(argv: list[str]) -> None:
   workdir = pathlib.Path(_WORKDIR.value)
   if not (workdir / workdir_lib.CONFIG_FILENAME).exists():
     cli.fail(f"--workdir: {workdir} holds no run (no {workdir_lib.CONFIG_FILENAME})")
+  included = {}
+  for item in _INCLUDE.value:
+    name, _, path = item.partition("=")
+    if not name or not path or not pathlib.Path(path).is_file():
+      cli.fail(f"--include: {item!r} is not NAME=FILE with an existing FILE")
+    included[name] = json.loads(pathlib.Path(path).read_text())
   record = {"command": _COMMAND.value, "commit": _COMMIT.value or subruns.git_commit(),
             "cpu": _CPU.value or host.cpu_description(), "date": _DATE.value or time.strftime("%Y-%m-%d"),
-            "note": _NOTE.value, "workdir": str(workdir), **run_record(workdir)}
+            "note": _NOTE.value, "workdir": str(workdir), **run_record(workdir), "included": included}
   out = pathlib.Path(_OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -36,11 +36,11 @@ def test_celeba64_config_trains_a_few_steps_on_cpu(face_folder, tmp_path):
   assert len(lines) == 2 and all(np.isfinite(v) for v in json.loads(lines[-1]).values())
 
 
-def test_train_sample_interpolate_and_evaluate_commands_on_faces(face_folder, command_env, inception_params, tmp_path):
+def test_train_sample_and_interpolate_commands_on_faces(face_folder, command_env, tmp_path):
   workdir = tmp_path / "run"
   _run(command_env, "experiments.train", "--config", "experiments/configs/celeba32.py", f"--workdir={workdir}",
        f"--config.data.image_folder={face_folder}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-       "--config.data.held_out=8", "--config.model.width=4",
+       "--config.data.held_out=8", "--config.model.width=4", "--config.evaluation.every=0",
        "--config.batch_size=8", "--config.n_critic=2", "--config.num_steps=3")
   _run(command_env, "experiments.sample", f"--workdir={workdir}", "--num=10", "--seed=1",
        f"--out={tmp_path / 'faces.npz'}")
@@ -56,17 +56,6 @@ def test_train_sample_interpolate_and_evaluate_commands_on_faces(face_folder, co
   assert strip.size == ((5 * 34 + 2) * 4, (3 * 34 + 2) * 4)  # 3 rows of 5 faces, scaled to about 128 pixels
   gif = Image.open(tmp_path / "morph.gif")
   assert gif.n_frames == 3 * 4
-  # The run held out the last 8 of the 64 faces: scored against its 56 training faces and against those 8.
-  _run(command_env, "experiments.evaluate", f"--workdir={workdir}", "--metrics=fid,kid", "--num_samples=24")
-  results = json.loads((workdir / "evaluation.json").read_text())
-  assert (results["reference_split"], results["held_out_split"]) == ("0:56", "56:64")
-  assert results["num_real"] == 56 and results["held_out"]["num_real"] == 8 and results["held_out"]["fid"] > 0
-  assert results["held_out_floor"]["num_fake"] == 8 and results["held_out_floor"]["num_real"] == 56
-  report = results["memorisation"]
-  assert report["num_samples"] == 24 and report["num_training"] == 56 and report["num_held_out"] == 8
-  assert all(0 <= pair["training_index"] < 56 for pair in report["closest_samples"] + report["closest_held_out"])
-  picture = np.asarray(Image.open(workdir / "evaluation_memorisation.png"))
-  assert picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0]  # four panels side by side
 
 
 def test_slerp_keeps_endpoints_and_norms():

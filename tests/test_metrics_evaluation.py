@@ -19,6 +19,7 @@ from PIL import Image
 from wgan_gp_jax import toy_data
 from wgan_gp_jax.data import images as images_lib
 from wgan_gp_jax.metrics import evaluation, inception, memorisation, reference
+from wgan_gp_jax.runner import plotting
 
 FAKE_PARAMS = types.SimpleNamespace(source="fake_weights.npz", has_logits=False)
 
@@ -142,6 +143,22 @@ def test_a_run_with_held_out_images_is_scored_against_both_sets_and_checked_for_
   assert fresh["memorisation"]["samples_below_held_out_q01"] <= 1 / 16  # at most the nearest of the 16 held-out faces
   # The copier is the better model of the training faces, the generator of new faces the better of the held-out ones.
   assert copier["fid"] < fresh["fid"] and fresh["held_out"]["fid"] < copier["held_out"]["fid"]
+
+  # The memorisation picture's panels are the pairs the report names: the copier's samples are their training faces.
+  (_, copied), (_, their_training), (_, held), (_, held_training) = evaluation.closest_pairs(
+      _image_run(image_folder, real[:48]), copier)
+  pairs = copier["memorisation"]
+  np.testing.assert_array_equal(copied, their_training)
+  np.testing.assert_array_equal(copied, real[[pair["training_index"] for pair in pairs["closest_samples"]]])
+  np.testing.assert_array_equal(held, real[[48 + pair["index"] for pair in pairs["closest_held_out"]]])
+  np.testing.assert_array_equal(held_training, real[[pair["training_index"] for pair in pairs["closest_held_out"]]])
+  panels = evaluation.closest_pairs(_image_run(image_folder, np.concatenate([real[48:]] * 3)), fresh)
+  np.testing.assert_array_equal(panels[0][1][0], panels[2][1][0])  # the nearest new face is the nearest held-out one
+  plotting.save_labelled_grids(tmp_path / "pairs.png", panels)
+  assert (tmp_path / "pairs.png").read_bytes()[:4] == b"\x89PNG"
+  with pytest.raises(ValueError, match="no 'memorisation'"):
+    evaluation.closest_pairs(_image_run(image_folder, real), evaluation.evaluate_run(
+        _image_run(image_folder, real), **{**kw, "held_out": 0}))
   with pytest.raises(ValueError, match="reference_split must be 'all'"):
     evaluation.evaluate_run(_image_run(image_folder, real), **kw, reference_split="0:32")
   with pytest.raises(ValueError, match="must keep out some but not all of the 64 images"):

@@ -137,15 +137,16 @@ def test_the_fid_loader_uses_the_runs_training_faces_preprocessed_as_the_run_and
   monkeypatch.setattr(reference, "reference_features", spy)
   config = _config(face_folder, tmp_path / "tfds", num_steps=4, **{"model.kernels": "xla"})
   experiment.train_and_evaluate(config, tmp_path / "run")
+  during_run = list(seen)  # what the run passed the network; the checks below call it too
 
   (folder, kwargs), = calls
   assert folder == str(face_folder) and kwargs["params"] is weights and kwargs["kernels"] == "xla"
   assert (kwargs["resolution"], kwargs["crop"], kwargs["channels"]) == (16, config.data.crop, 3)
   real = reference.load_reference_images(face_folder, resolution=16, crop=config.data.crop, channels=3)
-  np.testing.assert_array_equal(seen[0], real)  # the whole folder's features, cached once
+  np.testing.assert_array_equal(during_run[0], real)  # the whole folder's features, cached once
   training = block_means(real[:64 - config.data.held_out], params=None)["pool3"]  # the 56 faces trained on
   ema_samples = experiment.load_run(tmp_path / "run").sample(16, periodic_eval.SAMPLE_SEED)
-  np.testing.assert_array_equal(seen[-1], ema_samples)  # the last evaluation, at step 4, scored the EMA's samples
+  np.testing.assert_array_equal(during_run[-1], ema_samples)  # the last evaluation, at step 4, scored the EMA's
   raw = experiment.load_run(tmp_path / "run", use_ema=False).sample(16, periodic_eval.SAMPLE_SEED)
   assert not np.array_equal(raw, ema_samples)
 

@@ -22,7 +22,8 @@ def test_the_record_holds_the_provenance_and_what_the_work_directory_says(tmp_pa
   out = tmp_path / "results" / "run.json"
   result = subprocess.run(
       [sys.executable, "-m", "experiments.record", f"--workdir={run}", f"--out={out}", "--command=python -m x",
-       "--commit=abc1234", "--cpu=Some CPU (family 1 model 2)", "--date=2026-12-07", "--note=alone"],
+       "--commit=abc1234", "--cpu=Some CPU (family 1 model 2)", "--date=2026-12-07", "--note=alone",
+       f"--include=floor={run / 'evaluation_step_4.json'}"],
       cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(out.read_text())
@@ -34,6 +35,7 @@ def test_the_record_holds_the_provenance_and_what_the_work_directory_says(tmp_pa
   assert record["best"] == {"step": 4, "metric": "fid_16", "value": 70.0}
   assert record["evaluation_plan"] == {"every": 2, "cadence": 2} and record["config"]["num_steps"] == 4
   assert record["evaluations"] == {"evaluation_step_4.json": {"fid": 65.0, "num_samples": 64}}
+  assert record["included"] == {"floor": {"fid": 65.0, "num_samples": 64}}
 
   empty = tmp_path / "empty"
   empty.mkdir()

@@ -11,9 +11,9 @@ paper's setting is ``--config.n_critic=5 --config.critic.learning_rate=1e-4 --co
 ``celeba32.py:tutorial`` is the setting of the tutorial comparison (weight clipping against the penalties,
 docs/tutorial_comparison.md).
 
-``num_steps`` was sized for 45 minutes on the slower of this project's 2-core machines (Intel Xeon: 0.30 s per step,
-42.6 minutes of training); an AMD EPYC trains it in 18 to 30 minutes (docs/faces.md). FID-2k is measured at each
-third, bounded at 15% of the run's time, and the checkpoints at each third are kept for FID-10k.
+``num_steps`` was sized for 45 minutes of training on the slower of this project's 2-core machines (docs/faces.md has
+the measurements). FID-2k is measured first at a third of the run, then at the steps the run plans within a 15% time
+bound, and at its end; the checkpoints at each third are kept for FID-10k.
 
 Defaults read ``../shared/data/celeba_10k/images`` (the project's copy beside the checkout) and train on its first
 9,000 faces (by file name): the last 1,000 are held out (``data.held_out``), so that ``experiments.evaluate`` scores

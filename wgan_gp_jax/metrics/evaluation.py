@@ -34,7 +34,7 @@ from wgan_gp_jax.metrics import toy as toy_lib
 from wgan_gp_jax.metrics.reference import ReferenceFeatures
 
 __all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric",
-           "evaluate_run", "real_floor"]
+           "evaluate_run", "closest_pairs", "real_floor"]
 
 IMAGE_METRICS = ("fid", "kid", "pr", "is", "swd")
 INCEPTION_METRICS = ("fid", "kid", "pr", "is")
@@ -243,6 +243,25 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
                                                                held_out_features.features)
   results["timings"]["sampling"] = sampling
   return results
+
+
+def closest_pairs(run, results: dict) -> list[tuple[str, np.ndarray]]:
+  """The memorisation picture's panels for ``evaluate_run(run, ..., held_out=K)``'s ``results``: the samples nearest
+  to a training image, those training images, the held-out images nearest to a training image, and theirs (a
+  generator that copies shows samples nearer their pair than held-out images are). ``(title, uint8 images)`` each,
+  nearest pair first; ``run.sample`` is called again with the results' number of samples and seed."""
+  if "memorisation" not in results:
+    raise ValueError("closest_pairs needs the results of evaluate_run with held_out (they have no 'memorisation')")
+  report = results["memorisation"]
+  prep = dict(resolution=results["resolution"], crop=results["crop"], channels=results["channels"])
+  training, held_out = (reference_lib.load_reference_images(results["reference"], split=results[split], **prep)
+                        for split in ("reference_split", "held_out_split"))
+  samples = np.asarray(run.sample(results["num_samples"], results["seed"]))
+  nearest_samples, nearest_held_out = report["closest_samples"], report["closest_held_out"]
+  return [("samples nearest a training image", samples[[pair["index"] for pair in nearest_samples]]),
+          ("their nearest training images", training[[pair["training_index"] for pair in nearest_samples]]),
+          ("held-out images nearest a training image", held_out[[pair["index"] for pair in nearest_held_out]]),
+          ("their nearest training images", training[[pair["training_index"] for pair in nearest_held_out]])]
 
 
 def real_floor(*, reference: str | os.PathLike, metrics: list[str], num_samples: int,
