@@ -5,11 +5,16 @@ import shutil
 from types import ModuleType
 from typing import Callable, NoReturn
 
-import jax
-import pytest
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
+# The suite's programs are small and run a few steps: XLA:CPU's compilation, mostly LLVM's optimisation, is most of
+# their time. Without it (level 0) the suite takes about half the time; every process of the suite (the tests' own and
+# the commands they start, which inherit the environment) computes with the same flags, so runs they compare agree.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
-from wgan_gp_jax.kernels import onednn
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache  # noqa: E402
+
+from wgan_gp_jax.kernels import onednn  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -322,7 +322,7 @@ print("ok")
 def test_a_batch_sharded_over_devices_gives_the_same_result_without_communication(tmp_path):
   x = _images(0, SHAPE)
   np.save(tmp_path / "x.npy", np.asarray(x))
-  environment = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  environment = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=4")
   result = subprocess.run([sys.executable, "-c", _SHARDED_ON_FOUR_DEVICES, str(tmp_path / "x.npy"),
                            str(tmp_path / "out.npy"), FULL], cwd=REPO_ROOT, env=environment, capture_output=True,
                           text=True, timeout=120, check=False)

@@ -373,7 +373,7 @@ print("ok")
 
 
 def test_to_global_splits_the_batch_axis_over_the_data_devices():
-  environment = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  environment = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=4")
   result = subprocess.run([sys.executable, "-c", _TO_GLOBAL_ON_FOUR_DEVICES], cwd=REPO_ROOT, env=environment,
                           capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

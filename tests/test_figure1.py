@@ -21,8 +21,6 @@ PNG_MAGIC = b"\x89PNG"
 
 
 def _run(module: str, workdir: pathlib.Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-  # XLA:CPU's LLVM at -O0 halves the compilation, which is nearly all of a tiny run (12-layer networks, 4 settings).
-  env = {**env, "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()}
   result = subprocess.run([sys.executable, "-m", f"experiments.{module}", f"--workdir={workdir}", *args],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]

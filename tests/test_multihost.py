@@ -3,6 +3,7 @@ collectives), each with 4 CPU devices, train as one process with 8 devices does:
 on) through a preemption notice that reaches only one of them, a resume on the same two processes, and one on a single
 process."""
 
+import os
 import pathlib
 import signal
 import socket
@@ -85,8 +86,8 @@ def test_a_preempted_two_process_run_resumes_on_two_then_on_one_and_equals_one_p
   prepare.prepare_image_folder(images, resolution=16, data_dir=data_dir)
   overrides = {**image_overrides(images, data_dir), **SGD, "num_steps": NUM_STEPS, "checkpoint.every": 5,
                "checkpoint.keep_period": 5}
-  eight_devices = subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  four_devices = subprocess_env(compilation_cache, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  eight_devices, four_devices = (subprocess_env(compilation_cache, XLA_FLAGS=f"{os.environ['XLA_FLAGS']}"
+                                                f" --xla_force_host_platform_device_count={count}") for count in (8, 4))
   one_process = subprocess.run(train_command(IMAGE_CONFIG_FILE, tmp_path / "one_process", overrides), cwd=REPO_ROOT,
                                env=eight_devices, capture_output=True, text=True, timeout=300)
   assert one_process.returncode == 0, one_process.stderr[-3000:]

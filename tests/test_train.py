@@ -87,7 +87,7 @@ def test_same_seed_gives_bit_identical_samples_and_resume_is_exact(tmp_path):
 
 _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
     import jax, numpy as np
     from experiments.configs import common
     from wgan_gp_jax import configuration
