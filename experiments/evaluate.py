@@ -97,6 +97,11 @@ def main(argv: list[str]) -> None:
   else:
     run = _RUN.load(workdir, kernels=_KERNELS.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
+    if not _REFERENCE.value and run.config.data.get("idx_folder"):  # digits: their classes, not faces' statistics
+      if _METRICS.value:
+        cli.fail(f"--metrics={','.join(_METRICS.value)}: this run's IDX digits are no image folder to compare with:"
+                 " give --reference FOLDER as well")
+      reference, common = None, {**common, "metrics": []}
     own_folder = not _REFERENCE.value and bool(run.config.data.get("image_folder"))
     held_out = run.config.data.get("held_out", 0) if own_folder and _HELD_OUT.value else 0
     if held_out and _REFERENCE_SPLIT.value != "all":

@@ -4,7 +4,8 @@
 
 The authors' ``gan_mnist.py`` setting: DIM 64, batch 50, n_critic 5, Adam(1e-4, 0.5, 0.9), lambda 10. Their networks
 work at 28x28; ours are the DCGAN at 32x32 (the digits resized from 28), width 64. The default reads the shared MNIST
-test set (``../shared/data/mnist_t10k``, IDX files, ``data.idx_folder``); ``--config.data.idx_folder=''
+test set (``../shared/data/mnist_t10k``, IDX files, ``data.idx_folder``), less its last 3,000 digits
+(``data.held_out``: ``experiments.evaluate`` fits a classifier on them that did not train the GAN); ``--config.data.idx_folder=''
 --config.data.dataset=mnist`` reads TFDS's MNIST (prepared as array_record) instead. Digits are never mirrored.
 
 ``conditional``: ``model.num_classes=10`` (``models.conditional``; the objective's ``acgan_scale`` 1 and
@@ -24,6 +25,7 @@ def get_config(variant: str = ""):
   config.data.channels = 1
   config.data.crop = 1.0
   config.data.random_flip = False
+  config.data.held_out = 3000  # the last 3,000 digits: never trained on; evaluate's independent classifier's
   config.model.width = 64
   config.batch_size = 50
   config.n_critic = 5

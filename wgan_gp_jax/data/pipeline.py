@@ -76,7 +76,8 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, with_labels: bool 
         " model needs labelled data (a labelled TFDS dataset such as mnist or cifar10, or config.data.idx_folder)")
   held_out = data.get("held_out", 0)
   if held_out:
-    data_source = _TrainingExamples(data_source, held_out, description=data.image_folder or data.dataset)
+    data_source = _TrainingExamples(data_source, held_out,
+                                    description=data.image_folder or data.get("idx_folder") or data.dataset)
 
   # Every process: the same shuffled, repeated order of the training examples, read at the global positions of its
   # slices.

@@ -20,8 +20,10 @@ import jax
 import numpy as np
 
 from wgan_gp_jax import toy_data
+from wgan_gp_jax.data import idx as idx_lib
 from wgan_gp_jax.data import images as images_lib
 
+from wgan_gp_jax.metrics import classification
 from wgan_gp_jax.metrics import fid as fid_lib
 from wgan_gp_jax.metrics import inception
 from wgan_gp_jax.metrics import inception_score as is_lib
@@ -34,7 +36,7 @@ from wgan_gp_jax.metrics import toy as toy_lib
 from wgan_gp_jax.metrics.reference import ReferenceFeatures
 
 __all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric",
-           "evaluate_run", "closest_pairs", "real_floor"]
+           "evaluate_run", "labelled_held_out_images", "closest_pairs", "real_floor"]
 
 IMAGE_METRICS = ("fid", "kid", "pr", "is", "swd")
 INCEPTION_METRICS = ("fid", "kid", "pr", "is")
@@ -180,7 +182,13 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     return results
 
   if reference is None:
-    raise ValueError("an image run needs a reference image folder")
+    if metrics or not getattr(run, "num_classes", 0):
+      raise ValueError("an image run needs a reference image folder (only a class-conditional run's class accuracy"
+                       " is measured without one, with metrics=[])")
+    fake = np.asarray(run.sample(num_samples, seed))
+    results.update(_class_accuracy(run, fake, seed=seed))
+    results["timings"] = {"sampling_and_classifiers": time.perf_counter() - start}
+    return results
   if held_out and reference_split != "all":
     raise ValueError(f"held_out={held_out} splits the whole reference folder: reference_split must be 'all', got"
                      f" {reference_split!r}")
@@ -194,10 +202,7 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     metrics = [m for m in metrics if m not in INCEPTION_METRICS]
   fake = np.asarray(run.sample(num_samples, seed))
   sampling = time.perf_counter() - start
-  if getattr(run, "num_classes", 0):  # a class-conditional run: does its own classifier find the asked classes?
-    labels = run.labels(num_samples)
-    predicted = np.argmax(run.classify(fake.astype(np.float32) / 127.5 - 1.0), axis=-1)
-    results["own_classifier_accuracy"] = float(np.mean(predicted == labels))
+  results.update(_class_accuracy(run, fake, seed=seed))
   features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, cache=cache, kernels=kernels,
                      **prep)
   real_features = held_out_features = None
@@ -243,6 +248,35 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
                                                                held_out_features.features)
   results["timings"]["sampling"] = sampling
   return results
+
+
+def _class_accuracy(run, fake: np.ndarray, *, seed: int) -> dict:
+  """For a class-conditional run (``run.num_classes``): how often its ``fake`` samples (``run.labels``' classes) are
+  of their class under the run's own auxiliary classifier (``own_classifier_accuracy``) and under a classifier fitted
+  on its labelled held-out images (``independent_classifier``, where ``labelled_held_out_images`` has them)."""
+  if not getattr(run, "num_classes", 0):
+    return {}
+  labels = run.labels(len(fake))
+  predicted = np.argmax(run.classify(fake.astype(np.float32) / 127.5 - 1.0), axis=-1)
+  results = {"own_classifier_accuracy": float(np.mean(predicted == labels))}
+  held_out = labelled_held_out_images(run.config)
+  if held_out is not None:
+    results["independent_classifier"] = classification.independent_accuracy(fake, labels, *held_out, seed=seed)
+  return results
+
+
+def labelled_held_out_images(config) -> tuple[np.ndarray, np.ndarray] | None:
+  """The ``data.held_out`` images a run never trained on, with their labels, preprocessed as the run's (uint8): those
+  of an ``idx_folder`` run (its last ``held_out`` digits); None for other data."""
+  data = config.data
+  if not data.get("idx_folder") or not data.get("held_out"):
+    return None
+  pixels, labels = idx_lib.load_idx_folder(data.idx_folder)
+  preprocessing = images_lib.Preprocessing(resolution=data.resolution, crop=data.get("crop", 1.0),
+                                           channels=data.channels)
+  held_out = range(len(pixels) - data.held_out, len(pixels))
+  images = np.stack([images_lib.preprocess_array(pixels[i], preprocessing, name=f"digit {i}") for i in held_out])
+  return images.reshape(len(held_out), data.resolution, data.resolution, data.channels), labels[-data.held_out:]
 
 
 def closest_pairs(run, results: dict) -> list[tuple[str, np.ndarray]]:
