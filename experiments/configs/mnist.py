@@ -37,6 +37,16 @@ def get_config(variant: str = ""):
   config.logging.log_every = 100
   config.logging.figure_every = 500
   config.checkpoint.every = 500
-  if variant == "conditional":
+  if variant == "conditional":  # sized for 10 minutes on 2 CPU cores: the celeba32 recipe's networks and optimizers
     config.model.num_classes = 10
+    config.objective.acgan_scale_g = 1.0  # the authors' 0.1 tells the classes apart too slowly for this budget
+    config.model.width = 32
+    config.model.dtype = "bfloat16"
+    config.batch_size = 64
+    config.n_critic = 2
+    config.critic.learning_rate, config.generator.learning_rate = 8e-4, 4e-4
+    for optimizer in (config.critic, config.generator):
+      optimizer.b1 = 0.0
+    config.ema.enabled = True
+    config.num_steps = 2000
   return config
