@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 from PIL import Image
 
 from wgan_gp_jax import configuration, losses, train
 from wgan_gp_jax.data import idx, images, pipeline, prepare
-from wgan_gp_jax.models import build_models, conditional
+from wgan_gp_jax.metrics import classification
+from wgan_gp_jax.models import build_models
 
 import program_fingerprints
 from checkpoint_testing import REPO_ROOT
@@ -273,3 +273,17 @@ def test_the_conditional_mnist_config_trains_and_samples_a_class_or_a_row_per_cl
   assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr[-3000:]
   assert wrong.stderr.strip().splitlines()[-1] == "error: --label=10: this run's classes are 0 to 9"
   assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_independent_classifier_tells_digits_of_the_asked_class_from_others(shared_data):
+  """Real digits asked for as what they are score near the classifier's accuracy on real digits; asked for as another
+  digit, near zero."""
+  pixels, labels = idx.load_idx_folder(shared_data / "mnist_t10k")
+  digits = pixels[:1300, :, :, None]
+  report = classification.independent_accuracy(digits[:300], labels[:300], digits[300:], labels[300:1300],
+                                               test_images=200, fit_steps=300)
+  assert report["real_accuracy"] > 0.8 and abs(report["accuracy"] - report["real_accuracy"]) < 0.1, report
+  assert report["num_fit"] == 800 and report["num_real_test"] == 200 and len(report["per_class"]) == 10
+  wrong = classification.independent_accuracy(digits[:300], (labels[:300] + 1) % 10, digits[300:], labels[300:1300],
+                                              test_images=200, fit_steps=300)
+  assert wrong["accuracy"] < 0.1, wrong

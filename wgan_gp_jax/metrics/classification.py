@@ -113,17 +113,19 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray, *, steps: int = 3000,
 
 
 def independent_accuracy(samples: np.ndarray, sample_labels: np.ndarray, real_images: np.ndarray,
-                         real_labels: np.ndarray, *, test_images: int = 500, seed: int = 0) -> dict:
+                         real_labels: np.ndarray, *, test_images: int = 500, fit_steps: int = 3000,
+                         seed: int = 0) -> dict:
   """How often samples show the class asked of them, under a classifier fitted on real images the GAN never saw.
 
-  ``fit_classifier`` fits on all but the last ``test_images`` of ``real_images`` (uint8, with ``real_labels``); its
-  accuracy on those last ones (real images it never saw) is the ceiling the samples' accuracy stands beside.
+  ``fit_classifier`` fits (``fit_steps`` batches) on all but the last ``test_images`` of ``real_images`` (uint8, with
+  ``real_labels``); its accuracy on those last ones (real images it never saw) is the ceiling the samples' accuracy
+  stands beside.
   Returns ``{"accuracy", "per_class", "real_accuracy", "num_fit", "num_real_test", "num_samples"}``.
   """
   if not 0 < test_images < len(real_images):
     raise ValueError(f"test_images must be in (0, {len(real_images)}), got {test_images}")
   fit_images, fit_labels = real_images[:-test_images], real_labels[:-test_images]
-  predict = fit_classifier(fit_images, fit_labels, seed=seed)
+  predict = fit_classifier(fit_images, fit_labels, steps=fit_steps, seed=seed)
   predicted = predict(samples)
   classes = range(int(max(sample_labels.max(), real_labels.max())) + 1)
   per_class = [float(np.mean(predicted[sample_labels == c] == c)) if np.any(sample_labels == c) else None
