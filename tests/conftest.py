@@ -61,7 +61,8 @@ def missing(resource: str, reason: str) -> NoReturn:
 # tests each, came last, and one worker waited while the other ran them. Started first, they run beside each other,
 # and the many short files even out the end.
 SLOWEST_FILES = ("test_checkpoint.py", "test_multihost.py", "test_train.py", "test_compare.py", "test_chaos.py",
-                 "test_architectures.py", "test_objectives.py", "test_layers.py", "test_periodic_eval.py", "test_faces.py", "test_benchmark.py", "test_inception.py",
+                 "test_architectures.py", "test_objectives.py", "test_layers.py", "test_periodic_eval.py",
+                 "test_conditional.py", "test_faces.py", "test_benchmark.py", "test_inception.py",
                  "test_configuration.py", "test_user_mistakes.py", "test_figure1.py", "test_losses.py")
 
 
