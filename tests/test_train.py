@@ -116,11 +116,13 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
         "toy": configuration.override(common.toy_config("25gaussians"), {"model.width": 32, "batch_size": 16, **sgd}),
         "dcgan with EMA and DiffAugment": configuration.override(image, {
             **small_image, "ema.enabled": True, "ema.half_life_kimg": 0.05, "augment.policy": "color,translation,cutout"}),
+        "class-conditional dcgan (AC-GAN)": configuration.override(image, {**small_image, "model.num_classes": 3}),
     }
     for name, config in configs.items():
       models = build_models(config)
       parts = configuration.training_parts(config)
       real = np.random.default_rng(0).uniform(-1, 1, (config.n_critic, config.batch_size) + models.sample_shape)
+      labels = np.random.default_rng(2).integers(0, 3, (config.n_critic, config.batch_size)).astype(np.int32)
       results = []
       for devices in (1, 8):
         mesh = train_lib.make_mesh(devices)
@@ -128,11 +130,13 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
         state = jax.device_put(state, train_lib.replicated(mesh))
         iteration = train_lib.compile_train_iteration(models, parts.objective, parts.optimizers, mesh,
                                                       n_critic=config.n_critic, augmentation=parts.augmentation,
-                                                      ema=parts.ema)
+                                                      ema=parts.ema, conditioning=parts.conditioning)
         batch = jax.device_put(real.astype(np.float32), train_lib.iteration_data_sharding(mesh))
+        if parts.conditioning is not None:  # the labels sharded as their images
+          batch = (batch, jax.device_put(labels, train_lib.iteration_data_sharding(mesh)))
         for _ in range(2):
           state, metrics = iteration(state, batch)
-        assert len(batch.sharding.device_set) == devices
+        assert all(len(leaf.sharding.device_set) == devices for leaf in jax.tree.leaves(batch))
         results.append(jax.device_get((state, metrics)))
       (one, one_metrics), (eight, eight_metrics) = results
       for a, b in zip(jax.tree.leaves((one, one_metrics)), jax.tree.leaves((eight, eight_metrics))):
@@ -146,7 +150,7 @@ def test_iteration_on_eight_devices_equals_one_device():
   result = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert result.stdout.count("equal on 1 and 8 devices") == 2
+  assert result.stdout.count("equal on 1 and 8 devices") == 3
   assert "losses equal on sharded inputs" in result.stdout
 
 
