@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from wgan_gp_jax import objectives
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,7 +67,21 @@ def test_compare_trains_each_variant_and_writes_table_and_figure(face_folder, co
   assert "| variant | settings | generator steps |" in table and "real vs real (16 vs 16)" in table
   assert "| `clip` | objective.name=wgan_clip, critic.name=rmsprop," in table
   assert (workdir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-  # Run again: everything is done, nothing is trained or evaluated anew.
-  again = _compare(*args, env=command_env)
-  assert again.returncode == 0, again.stderr[-4000:]
-  assert json.loads((workdir / "comparison.json").read_text())["rows"] == summary["rows"]
+  # Run again with two seeds: the runs above are not the seeds' (their directories differ), each seed trains its own
+  # run with its own config.seed, and the summary is the mean and spread of the seeds' values.
+  seeded = _compare(*args, "--seeds=3,4", env=command_env)
+  assert seeded.returncode == 0, seeded.stderr[-4000:]
+  summary = json.loads((workdir / "comparison.json").read_text())
+  assert [(row["name"], row["seed"]) for row in summary["rows"]] == [("clip", 3), ("gp", 3), ("clip", 4), ("gp", 4)]
+  for row in summary["rows"]:
+    config = json.loads((workdir / row["name"] / f"seed_{row['seed']}" / "config.json").read_text())
+    assert config["seed"] == row["seed"]
+  gp_swd = [row["swd"] for row in summary["rows"] if row["name"] == "gp"]
+  assert gp_swd[0] != gp_swd[1]  # other seeds, other runs
+  gp_summary = summary["seed_summary"][1]
+  assert gp_summary["name"] == "gp" and gp_summary["seeds"] == [3, 4]
+  assert gp_summary["swd_mean"] == pytest.approx(sum(gp_swd) / 2)
+  assert gp_summary["swd_std"] == pytest.approx(abs(gp_swd[0] - gp_swd[1]) / 2 ** 0.5)
+  assert "| `gp` | 3, 4 |" in (workdir / "comparison.md").read_text()
+  # The real floor was evaluated by the first command with the same arguments: not again.
+  assert summary["real_floor"] == json.loads((workdir / "real_floor" / "evaluation.json").read_text())
