@@ -9,6 +9,14 @@ Toy runs (mode coverage, high-quality fraction, exact W1 to fresh real samples):
 
   python -m experiments.evaluate --workdir DIR --num_samples 2000
 
+Class-conditional runs add the accuracy of their samples under their own auxiliary classifier and, for IDX digits
+(which hold out labelled digits), under a classifier fitted on the held-out digits; and the FID of each class's samples
+against the training images of that class where labelled ones exist (IDX digits; ``fid_per_class``, computed where
+every class has ``evaluation.PER_CLASS_FID_MIN_IMAGES`` samples and real images: ``--num_samples 5000`` for ten
+classes). An IDX run needs no ``--reference`` (``--metrics=fid`` alone, meaning the FID per class)::
+
+  python -m experiments.evaluate --workdir runs/mnist_conditional --num_samples 5000
+
 The real-vs-real floor (the first N reference images against the next N; no run needed)::
 
   python -m experiments.evaluate --workdir /tmp/floor --real_floor --resolution 32 --num_samples 5000
@@ -71,6 +79,9 @@ _RUN = cli.RunFlags()  # with --step, writes evaluation_step_<STEP>.json (with -
 
 def _print_table(results: dict) -> None:
   rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str))]
+  per_class = results.get("fid_per_class", {})
+  rows += [(f"fid_per_class/{k}", v) for k, v in per_class.get("fid", {}).items()]
+  rows += [(f"fid_per_class/{k}", per_class[k]) for k in ("mean", "skipped") if k in per_class]
   rows += [(f"time/{k} (s)", v) for k, v in results.get("timings", {}).items()]
   width = max(len(k) for k, _ in rows)
   for key, value in rows:
@@ -97,11 +108,13 @@ def main(argv: list[str]) -> None:
   else:
     run = _RUN.load(workdir, kernels=_KERNELS.value)
     reference = _REFERENCE.value or run.config.data.get("image_folder") or str(DEFAULT_REFERENCE)
-    if not _REFERENCE.value and run.config.data.get("idx_folder"):  # digits: their classes, not faces' statistics
-      if _METRICS.value:
+    if not _REFERENCE.value and run.config.data.get("idx_folder"):  # digits: by class, against their own digits
+      if not run.num_classes:
+        cli.fail("this run's IDX digits are no image folder to compare with: give --reference FOLDER")
+      if set(_METRICS.value or []) - {"fid"}:
         cli.fail(f"--metrics={','.join(_METRICS.value)}: this run's IDX digits are no image folder to compare with:"
-                 " give --reference FOLDER as well")
-      reference, common = None, {**common, "metrics": []}
+                 " give --reference FOLDER as well (without it: --metrics=fid, the FID per class)")
+      reference, common = None, {**common, "metrics": ["fid"]}
     own_folder = not _REFERENCE.value and bool(run.config.data.get("image_folder"))
     held_out = run.config.data.get("held_out", 0) if own_folder and _HELD_OUT.value else 0
     if held_out and _REFERENCE_SPLIT.value != "all":

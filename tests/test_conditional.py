@@ -1,6 +1,7 @@
 """Class-conditional runs (the paper's AC-GAN setting): MNIST's IDX files, labels through the pipeline, the AC-GAN terms
 against their formulas, the conditional models, and a short run whose generator makes the classes it is asked for."""
 
+import collections
 import gzip
 import json
 import subprocess
@@ -306,3 +307,62 @@ def test_a_conditional_run_stopped_and_resumed_is_bit_identical(shared_data, tmp
   assert_same_state(resumed.state, whole.state)
   np.testing.assert_array_equal(whole.sample(20, seed=1, label=3), resumed.sample(20, seed=1, label=3))
   assert metrics_without_time(tmp_path / "resumed") == metrics_without_time(tmp_path / "whole")
+
+
+def test_an_idx_runs_held_out_digits_never_reach_the_pipeline_and_are_what_evaluate_classifies_with(shared_data,
+                                                                                                   tmp_path):
+  """data.held_out of IDX digits: the pipeline reads the first N - K digits (two epochs: each exactly twice, none of
+  the last K), and ``labelled_images`` gives evaluate those K with their labels, the rest as the training part."""
+  from wgan_gp_jax.metrics import evaluation
+
+  config = _mnist_data_config(shared_data, tmp_path / "tfds", held_out=9_000, random_flip=False)
+  pixels, labels = idx.load_idx_folder(shared_data / "mnist_t10k")
+  preprocessing = images.Preprocessing(resolution=16, crop=1.0, channels=1)
+  digits = [images.preprocess_array(p, preprocessing, name="digit").tobytes() for p in pixels]
+  iterator = pipeline.make_train_iterator(config, with_labels=True)
+  seen = collections.Counter()
+  for _ in range(2 * 1_000 // 16):  # two epochs of 16 digits per item
+    item = next(iterator)
+    for image, label in zip(item.images.reshape(-1, 16, 16, 1), item.labels.reshape(-1)):
+      pixels_bytes = np.rint((image + 1.0) * 127.5).astype(np.uint8).tobytes()
+      seen[pixels_bytes, int(label)] += 1
+  assert seen == collections.Counter({(d, int(k)): 2 for d, k in zip(digits[:1_000], labels[:1_000])})
+  held_out_images, held_out_labels = evaluation.labelled_images(config, part="held_out")
+  assert [image.tobytes() for image in held_out_images] == digits[1_000:]
+  np.testing.assert_array_equal(held_out_labels, labels[1_000:])
+  training_images, training_labels = evaluation.labelled_images(config, part="training")
+  assert [image.tobytes() for image in training_images] == digits[:1_000]
+  np.testing.assert_array_equal(training_labels, labels[:1_000])
+
+
+def test_fid_per_class_compares_each_classs_samples_with_the_real_images_of_that_class(shared_data, monkeypatch):
+  """With a stand-in feature map (2x2 block means): samples that are real digits of the asked class score the FID of
+  two sets of that digit, samples of the next digit score far more, each value is the Frechet distance of that
+  class's features; too few samples per class is no number but a reason naming the num_samples needed."""
+  from wgan_gp_jax.metrics import evaluation, fid, inception
+
+  def block_means(images, *, params, batch_size=50, preprocessing="pytorch_fid", with_logits=False, kernels="auto"):
+    x = np.asarray(images, np.float32)
+    return {"pool3": x.reshape(len(x), 2, x.shape[1] // 2, 2, x.shape[2] // 2).mean(axis=(2, 4)).reshape(len(x), -1)}
+
+  monkeypatch.setattr(inception, "inception_features", block_means)
+  pixels, labels = idx.load_idx_folder(shared_data / "mnist_t10k")
+  real, real_labels = pixels[:5_000, :, :, None], labels[:5_000]
+  asked = np.arange(600) % 2  # classes 0 and 1, from digits the real set does not hold
+  of_class = {k: pixels[5_000:, :, :, None][labels[5_000:] == k][:300] for k in (0, 1, 2)}
+  right = np.stack([of_class[k][i // 2] for i, k in enumerate(asked)])
+  wrong = np.stack([of_class[k + 1][i // 2] for i, k in enumerate(asked)])
+  scores = {name: evaluation.per_class_fid(fake, asked, real, real_labels, params=None, min_images=300)
+            for name, fake in (("right", right), ("wrong", wrong))}
+  for k in (0, 1):
+    assert scores["right"]["fid"][k] * 5 < scores["wrong"]["fid"][k], scores
+    real_features = block_means(real[real_labels == k], params=None)["pool3"]
+    fake_features = block_means(wrong[asked == k], params=None)["pool3"]
+    expected = fid.frechet_distance(*fid.gaussian_statistics(fake_features), *fid.gaussian_statistics(real_features))
+    assert scores["wrong"]["fid"][k] == pytest.approx(expected, rel=1e-6)
+  assert scores["right"]["samples_per_class"] == {0: 300, 1: 300}
+  assert scores["right"]["mean"] == pytest.approx(np.mean(list(scores["right"]["fid"].values())))
+  few = evaluation.per_class_fid(right[:400], asked[:400], real, real_labels, params=None, min_images=300)
+  assert "fid" not in few
+  assert few["skipped"] == ("a class has 200 of the 400 samples; per-class FID needs 300 (num_samples 600 for 2"
+                            " classes)")

@@ -36,10 +36,13 @@ from wgan_gp_jax.metrics import toy as toy_lib
 from wgan_gp_jax.metrics.reference import ReferenceFeatures
 
 __all__ = ["IMAGE_METRICS", "INCEPTION_METRICS", "evaluate_images", "quick_image_metric",
-           "evaluate_run", "labelled_held_out_images", "closest_pairs", "real_floor"]
+           "evaluate_run", "per_class_fid", "labelled_images", "closest_pairs", "real_floor"]
 
 IMAGE_METRICS = ("fid", "kid", "pr", "is", "swd")
 INCEPTION_METRICS = ("fid", "kid", "pr", "is")
+# FID of fewer images than this per side is mostly its small-sample bias (it grows as 1/N): a class with fewer
+# samples or real images gets no per-class FID.
+PER_CLASS_FID_MIN_IMAGES = 500
 
 
 def evaluate_images(
@@ -182,12 +185,18 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     return results
 
   if reference is None:
-    if metrics or not getattr(run, "num_classes", 0):
-      raise ValueError("an image run needs a reference image folder (only a class-conditional run's class accuracy"
-                       " is measured without one, with metrics=[])")
+    if not getattr(run, "num_classes", 0) or set(metrics) - {"fid"}:
+      raise ValueError("an image run needs a reference image folder (only a class-conditional run is measured without"
+                       " one: its class accuracy, and with metrics=['fid'] its FID per class against its own labelled"
+                       " training images)")
     fake = np.asarray(run.sample(num_samples, seed))
     results.update(_class_accuracy(run, fake, seed=seed))
-    results["timings"] = {"sampling_and_classifiers": time.perf_counter() - start}
+    if metrics:
+      params = _load_params(metrics, results, weights=weights, cache=cache)
+      if params is not None:
+        results["fid_per_class"] = _run_per_class_fid(run, fake, params=params, preprocessing=preprocessing,
+                                                       batch_size=batch_size, kernels=kernels)
+    results["timings"] = {"sampling_classifiers_and_fid_per_class": time.perf_counter() - start}
     return results
   if held_out and reference_split != "all":
     raise ValueError(f"held_out={held_out} splits the whole reference folder: reference_split must be 'all', got"
@@ -203,6 +212,9 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   fake = np.asarray(run.sample(num_samples, seed))
   sampling = time.perf_counter() - start
   results.update(_class_accuracy(run, fake, seed=seed))
+  if getattr(run, "num_classes", 0) and "fid" in metrics:
+    results["fid_per_class"] = _run_per_class_fid(run, fake, params=params, preprocessing=preprocessing,
+                                                   batch_size=batch_size, kernels=kernels)
   features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, cache=cache, kernels=kernels,
                      **prep)
   real_features = held_out_features = None
@@ -253,30 +265,87 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
 def _class_accuracy(run, fake: np.ndarray, *, seed: int) -> dict:
   """For a class-conditional run (``run.num_classes``): how often its ``fake`` samples (``run.labels``' classes) are
   of their class under the run's own auxiliary classifier (``own_classifier_accuracy``) and under a classifier fitted
-  on its labelled held-out images (``independent_classifier``, where ``labelled_held_out_images`` has them)."""
+  on its labelled held-out images (``independent_classifier``, where ``labelled_images`` has them)."""
   if not getattr(run, "num_classes", 0):
     return {}
   labels = run.labels(len(fake))
   predicted = np.argmax(run.classify(fake.astype(np.float32) / 127.5 - 1.0), axis=-1)
   results = {"own_classifier_accuracy": float(np.mean(predicted == labels))}
-  held_out = labelled_held_out_images(run.config)
+  held_out = labelled_images(run.config, part="held_out")
   if held_out is not None:
     results["independent_classifier"] = classification.independent_accuracy(fake, labels, *held_out, seed=seed)
   return results
 
 
-def labelled_held_out_images(config) -> tuple[np.ndarray, np.ndarray] | None:
-  """The ``data.held_out`` images a run never trained on, with their labels, preprocessed as the run's (uint8): those
-  of an ``idx_folder`` run (its last ``held_out`` digits); None for other data."""
+def _run_per_class_fid(run, fake: np.ndarray, **inception_args) -> dict:
+  """``per_class_fid`` of a conditional run's samples against its labelled training images; ``{"skipped": why}``
+  where the run's data have no labels here."""
+  real = labelled_images(run.config, part="training")
+  if real is None:
+    return {"skipped": "per-class FID needs labelled real images: only IDX runs' digits have them here"}
+  return per_class_fid(fake, run.labels(len(fake)), *real, **inception_args)
+
+
+def per_class_fid(fake: np.ndarray, labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray, *,
+                  params: inception.InceptionParams | None, min_images: int = PER_CLASS_FID_MIN_IMAGES,
+                  preprocessing: str = "pytorch_fid", batch_size: int = inception.DEFAULT_BATCH_SIZE,
+                  kernels: str = "auto") -> dict:
+  """FID of each class's samples against the real images of that class.
+
+  Args:
+    fake, labels: uint8 ``(N, H, W, C)`` samples and the ``(N,)`` class each was asked for.
+    real, real_labels: real images and their classes, preprocessed as ``fake``.
+    params: FID Inception weights.
+    min_images: the fewest samples and real images a class needs (``PER_CLASS_FID_MIN_IMAGES``).
+
+  Returns:
+    ``{"fid": {class: FID}, "mean": their mean, "samples_per_class": {class: n}, "real_per_class": {class: n}}``
+    where every class of ``labels`` has ``min_images`` samples and real images; else ``{"skipped": why}`` (naming
+    the ``N`` that would allow it) with the counts.
+
+  Raises:
+    ValueError: on labels that do not match their images.
+  """
+  if len(labels) != len(fake) or len(real_labels) != len(real):
+    raise ValueError(f"{len(labels)} labels for {len(fake)} samples, {len(real_labels)} for {len(real)} real images")
+  classes = sorted(int(k) for k in np.unique(labels))
+  samples_per_class = {k: int(np.sum(labels == k)) for k in classes}
+  real_per_class = {k: int(np.sum(real_labels == k)) for k in classes}
+  counts = {"samples_per_class": samples_per_class, "real_per_class": real_per_class}
+  fewest_samples, fewest_real = min(samples_per_class.values()), min(real_per_class.values())
+  if fewest_real < min_images:
+    return {"skipped": f"a class has {fewest_real} real images; per-class FID needs {min_images}", **counts}
+  if fewest_samples < min_images:
+    return {"skipped": f"a class has {fewest_samples} of the {len(fake)} samples; per-class FID needs {min_images}"
+                       f" (num_samples {min_images * len(classes)} for {len(classes)} classes)", **counts}
+  features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, kernels=kernels)
+  fake_features = inception.inception_features(fake, **features_of)["pool3"]
+  real_features = inception.inception_features(real[np.isin(real_labels, classes)], **features_of)["pool3"]
+  real_features_labels = real_labels[np.isin(real_labels, classes)]
+  fid = {}
+  for k in classes:
+    mu, sigma = fid_lib.gaussian_statistics(fake_features[labels == k])
+    real_mu, real_sigma = fid_lib.gaussian_statistics(real_features[real_features_labels == k])
+    fid[k] = float(fid_lib.frechet_distance(mu, sigma, real_mu, real_sigma))
+  return {"fid": fid, "mean": float(np.mean(list(fid.values()))), **counts}
+
+
+def labelled_images(config, *, part: str) -> tuple[np.ndarray, np.ndarray] | None:
+  """A run's images with their labels, preprocessed as the run's (uint8): for an ``idx_folder`` run, its training
+  digits (``part="training"``: all but the last ``data.held_out``) or its ``data.held_out`` digits that it never
+  trained on (``part="held_out"``; None where it holds none out); None for other data."""
+  if part not in ("training", "held_out"):
+    raise ValueError(f"part must be 'training' or 'held_out', got {part!r}")
   data = config.data
-  if not data.get("idx_folder") or not data.get("held_out"):
+  held_out = data.get("held_out", 0) or 0
+  if not data.get("idx_folder") or (part == "held_out" and not held_out):
     return None
   pixels, labels = idx_lib.load_idx_folder(data.idx_folder)
   preprocessing = images_lib.Preprocessing(resolution=data.resolution, crop=data.get("crop", 1.0),
                                            channels=data.channels)
-  held_out = range(len(pixels) - data.held_out, len(pixels))
-  images = np.stack([images_lib.preprocess_array(pixels[i], preprocessing, name=f"digit {i}") for i in held_out])
-  return images.reshape(len(held_out), data.resolution, data.resolution, data.channels), labels[-data.held_out:]
+  chosen = range(len(pixels) - held_out, len(pixels)) if part == "held_out" else range(len(pixels) - held_out)
+  images = np.stack([images_lib.preprocess_array(pixels[i], preprocessing, name=f"digit {i}") for i in chosen])
+  return images.reshape(len(chosen), data.resolution, data.resolution, data.channels), labels[list(chosen)]
 
 
 def closest_pairs(run, results: dict) -> list[tuple[str, np.ndarray]]:
