@@ -274,6 +274,10 @@ def test_the_conditional_mnist_config_trains_and_samples_a_class_or_a_row_per_cl
   assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr[-3000:]
   assert wrong.stderr.strip().splitlines()[-1] == "error: --label=10: this run's classes are 0 to 9"
   assert not (tmp_path / "x.npz").exists()
+  kid = _command(command_env, "experiments.evaluate", f"--workdir={workdir}", "--metrics=kid", "--num_samples=20")
+  assert kid.returncode == 2 and kid.stderr.strip().splitlines()[-1] == (
+      "error: --metrics=kid: this run's IDX digits are no image folder to compare with: give --reference FOLDER as"
+      " well (without it: --metrics=fid, the FID per class)")
 
 
 def test_the_independent_classifier_tells_digits_of_the_asked_class_from_others(shared_data):

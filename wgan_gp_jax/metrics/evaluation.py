@@ -14,7 +14,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -192,10 +192,9 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
     fake = np.asarray(run.sample(num_samples, seed))
     results.update(_class_accuracy(run, fake, seed=seed))
     if metrics:
-      params = _load_params(metrics, results, weights=weights, cache=cache)
-      if params is not None:
-        results["fid_per_class"] = _run_per_class_fid(run, fake, params=params, preprocessing=preprocessing,
-                                                       batch_size=batch_size, kernels=kernels)
+      results["fid_per_class"] = _run_per_class_fid(
+          run, fake, params_of=lambda: _load_params(metrics, results, weights=weights, cache=cache),
+          preprocessing=preprocessing, batch_size=batch_size, kernels=kernels)
     results["timings"] = {"sampling_classifiers_and_fid_per_class": time.perf_counter() - start}
     return results
   if held_out and reference_split != "all":
@@ -213,7 +212,7 @@ def evaluate_run(run, *, metrics: list[str], num_samples: int, seed: int = 0,
   sampling = time.perf_counter() - start
   results.update(_class_accuracy(run, fake, seed=seed))
   if getattr(run, "num_classes", 0) and "fid" in metrics:
-    results["fid_per_class"] = _run_per_class_fid(run, fake, params=params, preprocessing=preprocessing,
+    results["fid_per_class"] = _run_per_class_fid(run, fake, params_of=lambda: params, preprocessing=preprocessing,
                                                    batch_size=batch_size, kernels=kernels)
   features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, cache=cache, kernels=kernels,
                      **prep)
@@ -277,13 +276,37 @@ def _class_accuracy(run, fake: np.ndarray, *, seed: int) -> dict:
   return results
 
 
-def _run_per_class_fid(run, fake: np.ndarray, **inception_args) -> dict:
-  """``per_class_fid`` of a conditional run's samples against its labelled training images; ``{"skipped": why}``
-  where the run's data have no labels here."""
+def _run_per_class_fid(run, fake: np.ndarray, *, params_of: Callable[[], inception.InceptionParams | None],
+                       **inception_args) -> dict:
+  """``per_class_fid`` of a conditional run's samples against its labelled training images, with the Inception
+  weights of ``params_of()`` (called only where every class has enough images); ``{"skipped": why}`` where the run's
+  data have no labels here, a class has too few images, or the weights cannot be had."""
   real = labelled_images(run.config, part="training")
   if real is None:
     return {"skipped": "per-class FID needs labelled real images: only IDX runs' digits have them here"}
-  return per_class_fid(fake, run.labels(len(fake)), *real, **inception_args)
+  labels = run.labels(len(fake))
+  counts, skipped = _per_class_counts(labels, real[1], len(fake), PER_CLASS_FID_MIN_IMAGES)
+  if skipped:
+    return {"skipped": skipped, **counts}
+  params = params_of()
+  if params is None:
+    return {"skipped": "the Inception weights cannot be had", **counts}
+  return per_class_fid(fake, labels, *real, params=params, **inception_args)
+
+
+def _per_class_counts(labels: np.ndarray, real_labels: np.ndarray, num_samples: int,
+                      min_images: int) -> tuple[dict, str | None]:
+  """The samples and real images of each class of ``labels``, and why per-class FID cannot be had (None if it can)."""
+  classes = sorted(int(k) for k in np.unique(labels))
+  counts = {"samples_per_class": {k: int(np.sum(labels == k)) for k in classes},
+            "real_per_class": {k: int(np.sum(real_labels == k)) for k in classes}}
+  fewest_samples, fewest_real = min(counts["samples_per_class"].values()), min(counts["real_per_class"].values())
+  if fewest_real < min_images:
+    return counts, f"a class has {fewest_real} real images; per-class FID needs {min_images}"
+  if fewest_samples < min_images:
+    return counts, (f"a class has {fewest_samples} of the {num_samples} samples; per-class FID needs {min_images}"
+                    f" (num_samples {min_images * len(classes)} for {len(classes)} classes)")
+  return counts, None
 
 
 def per_class_fid(fake: np.ndarray, labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray, *,
@@ -308,20 +331,15 @@ def per_class_fid(fake: np.ndarray, labels: np.ndarray, real: np.ndarray, real_l
   """
   if len(labels) != len(fake) or len(real_labels) != len(real):
     raise ValueError(f"{len(labels)} labels for {len(fake)} samples, {len(real_labels)} for {len(real)} real images")
-  classes = sorted(int(k) for k in np.unique(labels))
-  samples_per_class = {k: int(np.sum(labels == k)) for k in classes}
-  real_per_class = {k: int(np.sum(real_labels == k)) for k in classes}
-  counts = {"samples_per_class": samples_per_class, "real_per_class": real_per_class}
-  fewest_samples, fewest_real = min(samples_per_class.values()), min(real_per_class.values())
-  if fewest_real < min_images:
-    return {"skipped": f"a class has {fewest_real} real images; per-class FID needs {min_images}", **counts}
-  if fewest_samples < min_images:
-    return {"skipped": f"a class has {fewest_samples} of the {len(fake)} samples; per-class FID needs {min_images}"
-                       f" (num_samples {min_images * len(classes)} for {len(classes)} classes)", **counts}
+  counts, skipped = _per_class_counts(labels, real_labels, len(fake), min_images)
+  if skipped:
+    return {"skipped": skipped, **counts}
+  classes = list(counts["samples_per_class"])
   features_of = dict(params=params, preprocessing=preprocessing, batch_size=batch_size, kernels=kernels)
   fake_features = inception.inception_features(fake, **features_of)["pool3"]
-  real_features = inception.inception_features(real[np.isin(real_labels, classes)], **features_of)["pool3"]
-  real_features_labels = real_labels[np.isin(real_labels, classes)]
+  of_these_classes = np.isin(real_labels, classes)
+  real_features = inception.inception_features(real[of_these_classes], **features_of)["pool3"]
+  real_features_labels = real_labels[of_these_classes]
   fid = {}
   for k in classes:
     mu, sigma = fid_lib.gaussian_statistics(fake_features[labels == k])
