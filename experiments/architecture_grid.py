@@ -19,9 +19,12 @@ time is recorded in ``architecture_grid_train_seconds.json``). A cell whose loss
 stops there and is recorded as diverged (``architecture_grid_divergence.json``; it is not trained again). Each finished
 cell is then evaluated with ``python -m experiments.evaluate`` (FID and KID of ``--fid_samples`` samples against all
 the training images, upsampled to 299 for the FID Inception network), and the real-vs-real floor at the same N
-(``WORKDIR/real_floor``: images [0, N) against [N, 2N)); ``--no_fid`` skips every evaluation. Writes
-``WORKDIR/architecture_robustness.json`` (one record per cell: ``architecture``, ``objective``, ``generator_steps``,
-``train_seconds``, ``fid``, ``fid_samples``, ``kid``, ``cpu``, ``commit`` and the settings), the tables
+(``WORKDIR/real_floor``: images [0, N) against [N, 2N)); ``--no_fid`` skips every evaluation. Every cell's
+``sample_spread`` (``metrics.spread``: 500 samples' pixel spread over that of the first 500 training images, or of
+``--reference``'s; about 0 for a collapsed generator, 1 for real faces) needs no Inception and is always measured.
+Writes ``WORKDIR/architecture_robustness.json`` (one record per cell: ``architecture``, ``objective``,
+``generator_steps``, ``train_seconds``, ``fid``, ``fid_samples``, ``kid``, ``cpu``, ``commit``, ``sample_spread`` and
+the settings), the tables
 ``architecture_robustness.md`` and the picture ``architecture_robustness.png`` (the paper's Figure 2: a grid of samples
 per cell, rows architectures, columns objectives).
 
@@ -52,6 +55,8 @@ from absl import app, flags
 from experiments import cli, subruns
 from experiments.configs import robustness_cell
 from wgan_gp_jax import configuration, objectives
+from wgan_gp_jax.data import images
+from wgan_gp_jax.metrics import spread
 from wgan_gp_jax.models import paper_architectures
 from wgan_gp_jax.names import unknown_name_message
 from wgan_gp_jax.runner import checkpoint, experiment, host, plotting, preemption, workdir_lock
@@ -61,6 +66,9 @@ DEFAULT_IMAGE_FOLDER = subruns.REPO.parent / "shared" / "data" / "celeba_10k" / 
 RESULTS_NAME = "architecture_robustness"
 TIMING_FILE = "architecture_grid_train_seconds.json"
 DIVERGENCE_FILE = "architecture_grid_divergence.json"
+# Samples of each cell, and training images, whose pixel spread (metrics.spread) the record gives: it tells a
+# collapsed generator from a diverse one where FID, far above its floor, does not.
+SPREAD_SAMPLES = 500
 # The keys every record of architecture_robustness.json starts with; the settings of its cell follow.
 RECORD_KEYS = ("architecture", "objective", "generator_steps", "train_seconds", "fid", "fid_samples", "kid", "cpu",
                "commit")
@@ -131,7 +139,7 @@ def markdown_tables(records: list[dict], floor: dict | None, *, architectures: l
     lines += ["", f"Real vs real ({fid_samples:,} vs {fid_samples:,} training images): FID"
               f" {subruns.format_number(floor.get('fid'), 2)}, KID {subruns.kid_text(floor)}."]
   detail = ["architecture", "objective", "critic norm", "optimizer", "n_critic", "generator steps",
-            "training wall time", metric, "KID"]
+            "training wall time", metric, "KID", "pixel spread"]
   lines += ["", "| " + " | ".join(detail) + " |", "|" + "---|" * len(detail)]
   for record in records:
     steps = f"{record['generator_steps']:,}" if record["generator_steps"] is not None else ""
@@ -139,7 +147,8 @@ def markdown_tables(records: list[dict], floor: dict | None, *, architectures: l
       steps += " (diverged)"
     cells = [f"`{record['architecture']}`", f"`{record['objective']}`", record["critic_norm"], record["optimizer"],
              str(record["n_critic"]), steps, f"{record['train_seconds'] / 60:.1f} min",
-             subruns.format_number(record["fid"], 1), subruns.kid_text(record)]
+             subruns.format_number(record["fid"], 1), subruns.kid_text(record),
+             subruns.format_number(record["sample_spread"], 2)]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -183,6 +192,11 @@ def main(argv: list[str]) -> None:
   reference_args = [f"--reference={reference}"] if reference else []
   evaluate_args = ["--metrics=fid,kid", f"--num_samples={_FID_SAMPLES.value}", *reference_args]
   commit = subruns.git_commit()
+  spread_folder = _REFERENCE.value or (None if _DATASET.value else _IMAGE_FOLDER.value)
+  first_config = next(iter(configs.values()))
+  real_images = None if spread_folder is None else images.load_folder_images(
+      spread_folder, resolution=resolution, crop=first_config.data.crop, channels=first_config.data.channels,
+      limit=SPREAD_SAMPLES)
 
   records, pictures = [], {}
   try:
@@ -190,18 +204,21 @@ def main(argv: list[str]) -> None:
       cell_dir = workdir / cell_name(architecture, objective)
       print(f"cell {cell_dir.name}: {config.num_steps:,} generator steps", flush=True)
       trained = _train_cell(config, cell_dir)
-      step, samples = _last_step_and_samples(cell_dir, _GRID_SAMPLES.value)
+      step, samples = _last_step_and_samples(cell_dir, max(_GRID_SAMPLES.value, SPREAD_SAMPLES))
       results = {}
       if not _NO_FID.value and not trained["diverged"]:
         results = subruns.evaluate_once(cell_dir, *evaluate_args)
-      pictures[architecture, objective] = samples
+      pictures[architecture, objective] = None if samples is None else samples[:_GRID_SAMPLES.value]
+      sample_spread = None if samples is None or real_images is None else spread.spread_ratio(
+          samples[:SPREAD_SAMPLES], real_images)
       values = {
           "architecture": architecture, "objective": objective, "generator_steps": step,
           "train_seconds": trained["seconds"], "fid": results.get("fid"),
           "fid_samples": None if _NO_FID.value or trained["diverged"] else _FID_SAMPLES.value,
           "kid": results.get("kid"), "cpu": trained.get("cpu"), "commit": trained.get("commit")}
       records.append({key: values[key] for key in RECORD_KEYS} | {
-          "kid_std": results.get("kid_std"), "diverged": trained["diverged"], "critic_norm": config.model.critic_norm,
+          "kid_std": results.get("kid_std"), "sample_spread": sample_spread, "spread_samples": SPREAD_SAMPLES,
+          "diverged": trained["diverged"], "critic_norm": config.model.critic_norm,
           "optimizer": subruns.optimizer_text(config), "n_critic": config.n_critic, "width": config.model.width,
           "resolution": resolution, "batch_size": config.batch_size, "workdir": str(cell_dir)})
       print(f"cell {cell_dir.name}: {trained['seconds'] / 60:.1f} min of training, FID {results.get('fid')}",
@@ -215,9 +232,8 @@ def main(argv: list[str]) -> None:
 
   floor = None
   if not _NO_FID.value:
-    crop = next(iter(configs.values())).data.crop
     floor = subruns.evaluate_once(workdir / "real_floor", "--real_floor", f"--resolution={resolution}",
-                                  f"--crop={crop}", *evaluate_args)
+                                  f"--crop={first_config.data.crop}", *evaluate_args)
   fid_samples = None if _NO_FID.value else _FID_SAMPLES.value
   tables = markdown_tables(records, floor, architectures=_ARCHITECTURES.value, objective_names=_OBJECTIVES.value,
                            fid_samples=fid_samples)

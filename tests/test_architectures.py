@@ -260,6 +260,7 @@ def test_the_grid_trains_and_writes_its_table_and_figure_and_resumes_cell_by_cel
     config = json.loads((workdir / f"{cell['architecture']}__{cell['objective']}" / "config.json").read_text())
     assert config["model"]["name"] == cell["architecture"] and config["n_critic"] == cell["n_critic"]
     assert cell["fid"] is None and cell["kid"] is None
+    assert 0 < cell["sample_spread"] < 5 and cell["spread_samples"] == 500
     assert cell["cpu"] == host.cpu_description()  # the machine that trained the cell, recorded when it trained
   table = (workdir / "architecture_robustness.md").read_text()
   assert "| architecture | WGAN-GP | DCGAN (ns) |" in table and "| `gated` |" in table

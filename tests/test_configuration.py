@@ -31,7 +31,14 @@ def test_every_config_file_is_valid():
       continue
     module = {}
     exec(compile(path.read_text(), str(path), "exec"), module)
-    configuration.validate(module["get_config"]())
+    if "get_variants" in module:  # variants of celeba32 for experiments.compare --variants
+      for name, overrides in module["get_variants"]().items():
+        config = configuration.override(celeba32.get_config(), overrides)
+        configuration.validate(config)
+        every = config.checkpoint.every
+        assert config.num_steps % every == 0 and config.checkpoint.keep_period % every == 0, name
+    else:
+      configuration.validate(module["get_config"]())
 
 
 def test_override_names_the_nearest_valid_key():

@@ -402,9 +402,11 @@ def test_separate_optimizers_and_learning_rates_for_critic_and_generator():
   np.testing.assert_allclose(generator_step["w"], -1e-3 * jnp.sign(gradient["w"]) / np.sqrt(0.01), rtol=1e-4)
 
 
-def test_linear_decay_reaches_zero_at_the_end_of_each_networks_updates():
+@pytest.mark.parametrize("decay_start", [0.0, 0.6])
+def test_linear_decay_holds_until_its_start_and_reaches_zero_at_the_end_of_each_networks_updates(decay_start):
   config = _image_config(**{"critic.name": "sgd", "critic.linear_decay": True, "generator.name": "sgd",
-                            "generator.linear_decay": True, "num_steps": 10, "n_critic": 2})
+                            "generator.linear_decay": True, "num_steps": 10, "n_critic": 2,
+                            "critic.decay_start": decay_start, "generator.decay_start": decay_start})
   built = optimizers.build_optimizers(config)
   generator_tx, critic_tx = built.generator, built.critic
   params, gradient = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
@@ -415,9 +417,17 @@ def test_linear_decay_reaches_zero_at_the_end_of_each_networks_updates():
     for _ in range(updates + 1):
       step, opt_state = tx.update(gradient, opt_state, params)
       steps.append(-float(step["w"]))
-    np.testing.assert_allclose(steps[0], lr, rtol=1e-6)
-    np.testing.assert_allclose(steps[updates // 2], lr / 2, rtol=1e-5)
+    decay_begins = int(decay_start * updates)  # 0 or 6 of 10 generator updates, 0 or 12 of 20 critic updates
+    np.testing.assert_allclose(steps[:decay_begins + 1], lr, rtol=1e-6)
+    midpoint = (decay_begins + updates) // 2
+    np.testing.assert_allclose(steps[midpoint], lr * (updates - midpoint) / (updates - decay_begins), rtol=1e-5)
     assert steps[updates] == 0.0
+
+
+def test_decay_start_outside_zero_to_one_is_refused_naming_its_group():
+  config = _image_config(**{"generator.linear_decay": True, "generator.decay_start": 1.0})
+  with pytest.raises(ValueError, match=r"generator\.decay_start must be in \[0.0, 1.0\), got 1.0"):
+    optimizers.build_optimizers(config)
 
 
 def test_ema_with_half_life_zero_is_the_raw_generator():

@@ -96,6 +96,7 @@ def optimizer_config(*, learning_rate: float) -> ml_collections.ConfigDict:
       name="adam",
       learning_rate=learning_rate,
       linear_decay=False,  # fall linearly to 0 at the end of the run (the paper's CIFAR-10 ResNet runs)
+      decay_start=0.0,  # with linear_decay: the fraction of the run after which the fall begins (0: from the start)
       b1=0.0, b2=0.9, eps=1e-8,  # adam
       decay=0.99,  # rmsprop: the squared-gradient average's decay (PyTorch's alpha), as in the WGAN authors' code
       momentum=0.0,  # rmsprop and sgd

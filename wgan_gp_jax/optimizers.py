@@ -42,18 +42,22 @@ def check(config: ml_collections.ConfigDict, group: str) -> None:
     raise ValueError(unknown_name_message(f"{group}.name", config.name, list(OPTIMIZERS)))
   if not config.learning_rate > 0:
     raise ValueError(f"{group}.learning_rate must be positive, got {config.learning_rate}")
-  for key, low, high in (("b1", 0.0, 1.0), ("b2", 0.0, 1.0), ("decay", 0.0, 1.0), ("momentum", 0.0, 1.0)):
+  for key, low, high in (("b1", 0.0, 1.0), ("b2", 0.0, 1.0), ("decay", 0.0, 1.0), ("momentum", 0.0, 1.0),
+                         ("decay_start", 0.0, 1.0)):
     if key in config and not low <= config[key] < high:
       raise ValueError(f"{group}.{key} must be in [{low}, {high}), got {config[key]}")
 
 
 def build_optimizer(config: ml_collections.ConfigDict, *, group: str, num_updates: int) -> optax.GradientTransformation:
   """The optimizer of one config group (checked, ``check``'s errors naming ``group``); with ``linear_decay`` its
-  learning rate falls linearly to 0 over ``num_updates`` updates."""
+  learning rate holds for the first ``decay_start`` fraction of ``num_updates`` updates, then falls linearly to 0 at
+  update ``num_updates``."""
   check(config, group)
   learning_rate = config.learning_rate
   if config.linear_decay:
-    learning_rate = optax.linear_schedule(config.learning_rate, 0.0, num_updates)
+    decay_begins = int(config.decay_start * num_updates)
+    learning_rate = optax.linear_schedule(config.learning_rate, 0.0, num_updates - decay_begins,
+                                          transition_begin=decay_begins)
   return OPTIMIZERS[config.name](config, learning_rate)
 
 
