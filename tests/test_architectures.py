@@ -201,13 +201,9 @@ def _shallow(models: Models, blocks: int) -> Models:
                              critic=models.critic.clone(blocks=blocks))
 
 
-# wgan_gp (the second-order program) on every architecture, each other objective on two of them (the suite's time;
-# the grid trains every cell).
-@pytest.mark.parametrize("architecture, other_objective", [
-    (architecture, GRID_OBJECTIVES[index % 3]) for index, architecture in enumerate(NEW_ARCHITECTURES)])
-def test_each_architecture_trains_with_the_penalty_and_another_objective_without_nan(architecture, other_objective):
-  assert GRID_OBJECTIVES[3] == "wgan_gp"
-  for objective in (other_objective, "wgan_gp"):
+@pytest.mark.parametrize("architecture", NEW_ARCHITECTURES)
+def test_each_architecture_trains_with_each_objective_without_nan(architecture):
+  for objective in GRID_OBJECTIVES:
     config = _config(architecture, objective, **{"model.kernels": "xla"})
     configuration.validate(config)
     # The 101-layer ResNet compiles for minutes per objective: its blocks train here in a network of 2 (the full depth
