@@ -192,10 +192,9 @@ def main(argv: list[str]) -> None:
   reference_args = [f"--reference={reference}"] if reference else []
   evaluate_args = ["--metrics=fid,kid", f"--num_samples={_FID_SAMPLES.value}", *reference_args]
   commit = subruns.git_commit()
-  spread_folder = _REFERENCE.value or (None if _DATASET.value else _IMAGE_FOLDER.value)
   first_config = next(iter(configs.values()))
-  real_images = None if spread_folder is None else images.load_folder_images(
-      spread_folder, resolution=resolution, crop=first_config.data.crop, channels=first_config.data.channels,
+  real_images = None if reference is None else images.load_folder_images(
+      reference, resolution=resolution, crop=first_config.data.crop, channels=first_config.data.channels,
       limit=SPREAD_SAMPLES)
 
   records, pictures = [], {}
