@@ -56,6 +56,16 @@ def test_train_sample_and_interpolate_commands_on_faces(face_folder, command_env
   assert strip.size == ((5 * 34 + 2) * 4, (3 * 34 + 2) * 4)  # 3 rows of 5 faces, scaled to about 128 pixels
   gif = Image.open(tmp_path / "morph.gif")
   assert gif.n_frames == 3 * 4
+  _run(command_env, "experiments.critic_slopes", f"--workdirs={workdir}", "--num=20", f"--out={tmp_path / 'slopes.json'}")
+  (result,) = json.loads((tmp_path / "slopes.json").read_text())["runs"]
+  assert result["objective"] == "wgan_gp" and result["step"] == 3 and result["num"] == 20
+  assert len(result["whole_batch_norms"]) == 2  # 20 interpolates make two batches of the run's 8
+  assert 0 < result["per_example"]["min"] <= result["per_example"]["p50"] <= result["per_example"]["max"]
+  assert (tmp_path / "slopes.png").stat().st_size > 0
+  failed = subprocess.run([sys.executable, "-m", "experiments.critic_slopes", f"--workdirs={workdir}", "--num=60",
+                           f"--out={tmp_path / 'too_many.json'}"], cwd=REPO_ROOT, env=command_env, capture_output=True,
+                          text=True, timeout=600)
+  assert failed.returncode == 2 and "--num=60" in failed.stderr and "56 training images" in failed.stderr
 
 
 def test_slerp_keeps_endpoints_and_norms():

@@ -3,5 +3,6 @@ weight-free sliced Wasserstein distance and the toy-data metrics.
 
 Modules: ``inception`` (network, weights, features), ``fid``, ``kid``, ``precision_recall``,
 ``inception_score``, ``swd``, ``toy``, ``reference`` (cached real features), ``evaluation`` (all of
-them on two image sets, and the cheap training-time metric), ``torch_pickle`` (safe .pt reader).
+them on two image sets, and the cheap training-time metric), ``torch_pickle`` (safe .pt reader),
+``spread`` (pixel spread, a collapse detector), ``memorisation``, ``slopes`` (a critic's input-gradient norms).
 """
