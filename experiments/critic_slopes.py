@@ -12,7 +12,7 @@ its raw generator (the one its critic was trained against, not the EMA; evaluati
 ``batch_size`` examples, which a critic meets with each norm near ``1 / sqrt(batch_size)`` on average, and with any
 spread of them. Every random number comes from ``--seed``: a rerun gives the same figures.
 
-Writes ``FILE.json`` (per work directory: its objective, step and batch size; the per-example norms' mean, standard
+Writes ``FILE.json`` (the command, commit, CPU and date; per work directory: its objective, step and batch size; the per-example norms' mean, standard
 deviation, root mean square, 10th/50th/90th percentiles, minimum and maximum; the whole-batch norms of consecutive
 batches of its batch size; and both penalties' values, without the weight) and ``FILE.png`` (histograms of the
 per-example norms, log scale, with lines at 1 and at ``1 / sqrt(batch_size)``).
@@ -21,6 +21,8 @@ per-example norms, log scale, with lines at 1 and at ``1 / sqrt(batch_size)``).
 import functools
 import json
 import pathlib
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +30,10 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, subruns
 from wgan_gp_jax import losses
 from wgan_gp_jax.metrics import reference, slopes
+from wgan_gp_jax.runner import host
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -114,7 +117,9 @@ def main(argv):
   out.parent.mkdir(parents=True, exist_ok=True)
   _figure(results, out.with_suffix(".png"))
   summary = [{key: value for key, value in result.items() if key != "norms"} for result in results]
-  out.write_text(json.dumps({"num": _NUM.value, "seed": _SEED.value, "runs": summary}, indent=2) + "\n")
+  provenance = {"command": "python -m experiments.critic_slopes " + " ".join(sys.argv[1:]),
+                "commit": subruns.git_commit(), "cpu": host.cpu_model(), "date": time.strftime("%Y-%m-%d")}
+  out.write_text(json.dumps({**provenance, "num": _NUM.value, "seed": _SEED.value, "runs": summary}, indent=2) + "\n")
   for result in summary:
     stats = result["per_example"]
     print(f"{result['workdir']}: {result['objective']} step {result['step']}: per-example norm mean"

@@ -57,7 +57,9 @@ def test_train_sample_and_interpolate_commands_on_faces(face_folder, command_env
   gif = Image.open(tmp_path / "morph.gif")
   assert gif.n_frames == 3 * 4
   _run(command_env, "experiments.critic_slopes", f"--workdirs={workdir}", "--num=20", f"--out={tmp_path / 'slopes.json'}")
-  (result,) = json.loads((tmp_path / "slopes.json").read_text())["runs"]
+  slopes = json.loads((tmp_path / "slopes.json").read_text())
+  assert slopes["command"].startswith("python -m experiments.critic_slopes --workdirs=") and slopes["cpu"]
+  (result,) = slopes["runs"]
   assert result["objective"] == "wgan_gp" and result["step"] == 3 and result["num"] == 20
   assert len(result["whole_batch_norms"]) == 2  # 20 interpolates make two batches of the run's 8
   assert 0 < result["per_example"]["min"] <= result["per_example"]["p50"] <= result["per_example"]["max"]
